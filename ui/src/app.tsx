@@ -1,0 +1,656 @@
+import type { JSX } from 'preact';
+import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { SentenceChunker } from './announcer';
+import type { StagedItem } from './composer';
+import { Composer, Dialog, PreviewDialog } from './composer';
+import { Icon } from './icons';
+import { baseName, checkImageFile, checkImagePath } from './images';
+import type { AppSettings, Conversation, ConversationSummary, ImageRef, Message, MessageStatus, ModelInfo, ModelStatus, StagedImage, StreamEvent, Theme } from './ipc';
+import { api, errorText, onFileDragDrop, onStoreNotice } from './ipc';
+import { MessageList, StoredImage } from './messages';
+import { SettingsPanel } from './settings';
+import { SetupScreen } from './setup';
+import { Sidebar } from './sidebar';
+
+type View = 'chat' | 'settings' | 'setup';
+interface Toast {
+  id: number;
+  text: string;
+  action?: { label: string; run: () => void };
+}
+interface Live {
+  conversationId: string;
+  messages: Message[];
+}
+
+let nextKey = 1;
+const key = () => nextKey++;
+
+function applyTheme(theme: Theme): void {
+  document.documentElement.dataset.theme = theme;
+}
+
+function titleFrom(text: string): string {
+  const line = text.trim().split('\n')[0] ?? '';
+  return line.length > 60 ? `${line.slice(0, 57)}…` : line;
+}
+
+function draftMessage(role: 'user' | 'assistant', content: string, parentId: string | null, images: ImageRef[] = []): Message {
+  return {
+    id: `pending-${role}-${key()}`,
+    parentId,
+    role,
+    content,
+    status: role === 'user' ? 'complete' : 'streaming',
+    createdAt: Date.now(),
+    images,
+    stats: null,
+    provenance: null,
+    error: null,
+    siblingIds: [],
+  };
+}
+
+export function App(): JSX.Element {
+  const [model, setModel] = useState<ModelStatus | null>(null);
+  const [modelError, setModelError] = useState<string | null>(null);
+  const [settings, setSettings] = useState<AppSettings | null>(null);
+  const [settingsError, setSettingsError] = useState<string | null>(null);
+  const [conversations, setConversations] = useState<ConversationSummary[]>([]);
+  const [listError, setListError] = useState<string | null>(null);
+  const [activeId, setActiveId] = useState<string | null>(null);
+  const [conv, setConv] = useState<Conversation | null>(null);
+  const [convError, setConvError] = useState<string | null>(null);
+  const [live, setLive] = useState<Live | null>(null);
+  const [phase, setPhase] = useState<string | null>(null);
+  const [view, setView] = useState<View>('chat');
+  const [drawer, setDrawer] = useState(false);
+  const [toasts, setToasts] = useState<Toast[]>([]);
+  const [announcement, setAnnouncement] = useState('');
+  const [dragging, setDragging] = useState(false);
+  const [text, setText] = useState('');
+  const [staged, setStaged] = useState<StagedItem[]>([]);
+  const [notice, setNotice] = useState<string | null>(null);
+  const [previewKey, setPreviewKey] = useState<string | null>(null);
+  const [lightbox, setLightbox] = useState<ImageRef | null>(null);
+  const searchRef = useRef<HTMLInputElement>(null);
+  const inputRef = useRef<HTMLTextAreaElement>(null);
+  const scrollRef = useRef<HTMLDivElement>(null);
+  const busy = live !== null;
+
+  const toast = useCallback((text: string, action?: Toast['action']) => {
+    const id = key();
+    setToasts((t) => [...t.slice(-2), { id, text, action }]);
+    setTimeout(() => setToasts((t) => t.filter((x) => x.id !== id)), action ? 8000 : 4000);
+  }, []);
+
+  const refreshList = useCallback(async () => {
+    try {
+      setConversations(await api.listConversations());
+      setListError(null);
+    } catch (e) {
+      setListError(`Conversations could not be listed: ${errorText(e)}`);
+    }
+  }, []);
+
+  // Start-up: every call is independent, and each failure is shown where it matters.
+  useEffect(() => {
+    api
+      .modelStatus()
+      .then(setModel)
+      .catch((e: unknown) => setModelError(errorText(e)));
+    api
+      .getSettings()
+      .then((s) => {
+        setSettings(s);
+        applyTheme(s.theme);
+      })
+      .catch((e: unknown) => setSettingsError(errorText(e)));
+    void refreshList();
+    const unlisten = onStoreNotice((message) => toast(message));
+    return () => void unlisten.then((u) => u());
+  }, [refreshList, toast]);
+
+  // While the backend reports "loading" (e.g. the last model at start-up), poll until it settles.
+  useEffect(() => {
+    if (model?.state !== 'loading') return;
+    const timer = setInterval(() => {
+      api
+        .modelStatus()
+        .then(setModel)
+        .catch((e: unknown) => setModelError(errorText(e)));
+    }, 1000);
+    return () => clearInterval(timer);
+  }, [model?.state]);
+
+  const openConversation = useCallback(async (id: string, messageId?: string | null) => {
+    setActiveId(id);
+    setView('chat');
+    setDrawer(false);
+    setConvError(null);
+    try {
+      const c = await api.getConversation(id);
+      setConv(c);
+      if (messageId) requestAnimationFrame(() => document.querySelector(`[data-message-id="${CSS.escape(messageId)}"]`)?.scrollIntoView({ block: 'center' }));
+    } catch (e) {
+      setConv(null);
+      setConvError(`This conversation could not be opened: ${errorText(e)}`);
+    }
+  }, []);
+
+  const newChat = useCallback(() => {
+    setActiveId(null);
+    setConv(null);
+    setConvError(null);
+    setView('chat');
+    setDrawer(false);
+    requestAnimationFrame(() => inputRef.current?.focus());
+  }, []);
+
+  const stop = useCallback(() => {
+    api.stopGeneration().catch((e: unknown) => toast(`Could not stop: ${errorText(e)}`));
+  }, [toast]);
+
+  // ---- images ---------------------------------------------------------------
+  const stage = useCallback((name: string, work: () => Promise<StagedImage>) => {
+    const k = `img-${key()}`;
+    setStaged((s) => [...s, { key: k, name, image: null, preview: null, previewError: null }]);
+    work()
+      .then((image) => {
+        setStaged((s) => s.map((x) => (x.key === k ? { ...x, image } : x)));
+        api
+          .imagePreview(image.token)
+          .then((preview) => setStaged((s) => s.map((x) => (x.key === k ? { ...x, preview } : x))))
+          .catch((e: unknown) => setStaged((s) => s.map((x) => (x.key === k ? { ...x, previewError: errorText(e) } : x))));
+      })
+      .catch((e: unknown) => {
+        setStaged((s) => s.filter((x) => x.key !== k));
+        setNotice(`${name} was not added: ${errorText(e)}`);
+      });
+  }, []);
+
+  const addFiles = useCallback(
+    (files: File[]) => {
+      for (const file of files) {
+        const name = file.name === '' ? 'pasted image' : file.name;
+        const problem = checkImageFile(name, file.size, file.type);
+        if (problem !== null) {
+          setNotice(problem);
+          continue;
+        }
+        stage(name, async () => api.stageImageBytes(new Uint8Array(await file.arrayBuffer()), name));
+      }
+    },
+    [stage],
+  );
+
+  const addPaths = useCallback(
+    (paths: string[]) => {
+      for (const path of paths) {
+        const problem = checkImagePath(path);
+        if (problem !== null) {
+          setNotice(problem);
+          continue;
+        }
+        stage(baseName(path), () => api.stageImagePath(path));
+      }
+    },
+    [stage],
+  );
+
+  useEffect(() => {
+    const unlisten = onFileDragDrop((u) => {
+      if (u.kind === 'enter' || u.kind === 'over') setDragging(true);
+      else setDragging(false);
+      if (u.kind === 'drop') addPaths(u.paths);
+    });
+    return () => void unlisten.then((f) => f());
+  }, [addPaths]);
+
+  useEffect(() => {
+    const onPaste = (e: ClipboardEvent) => {
+      const files = Array.from(e.clipboardData?.files ?? []);
+      if (files.length === 0) return;
+      e.preventDefault();
+      addFiles(files);
+    };
+    document.addEventListener('paste', onPaste);
+    return () => document.removeEventListener('paste', onPaste);
+  }, [addFiles]);
+
+  // ---- streaming --------------------------------------------------------------
+  const runStream = useCallback(
+    async (
+      conversationId: string,
+      prefix: Message[],
+      user: Message | null,
+      draft: Message,
+      start: (onEvent: (e: StreamEvent) => void) => Promise<MessageStatus>,
+      onEarlyFailure: (message: string) => void,
+    ) => {
+      let userMsg = user;
+      let answer = draft;
+      // Mutated from the event callback, so kept in an object rather than narrowed locals.
+      const flags: { started: boolean; timer: ReturnType<typeof setTimeout> | null } = { started: false, timer: null };
+      const chunker = new SentenceChunker();
+      const publish = () => {
+        flags.timer = null;
+        setLive({ conversationId, messages: [...prefix, ...(userMsg ? [userMsg] : []), answer] });
+      };
+      const schedule = () => {
+        flags.timer ??= setTimeout(publish, 30);
+      };
+      const say = (parts: string[]) => {
+        if (parts.length > 0) setAnnouncement(parts.join(' '));
+      };
+      publish();
+      setPhase(null);
+      const onEvent = (e: StreamEvent) => {
+        switch (e.event) {
+          case 'started':
+            flags.started = true;
+            if (userMsg) userMsg = { ...userMsg, id: e.data.userMessageId };
+            answer = { ...answer, id: e.data.assistantMessageId, parentId: userMsg?.id ?? answer.parentId };
+            break;
+          case 'image_encoded':
+            setPhase(`Looking at image ${e.data.index + 1}…`);
+            break;
+          case 'prompt_processed':
+            setPhase('Thinking…');
+            break;
+          case 'token':
+            answer = { ...answer, content: answer.content + e.data.text };
+            say(chunker.push(e.data.text));
+            break;
+          case 'done':
+            answer = { ...answer, stats: e.data.stats, status: e.data.status };
+            break;
+          case 'error':
+            answer = { ...answer, status: 'error', error: e.data.message };
+            break;
+        }
+        schedule();
+      };
+      let failure: string | null = null;
+      try {
+        const status = await start(onEvent);
+        if (answer.status === 'streaming') answer = { ...answer, status };
+      } catch (e) {
+        failure = errorText(e);
+        answer = { ...answer, status: 'error', error: failure };
+      }
+      if (flags.timer !== null) clearTimeout(flags.timer);
+      setPhase(null);
+      const rest = chunker.flush();
+      if (failure !== null && !flags.started) {
+        setLive(null);
+        onEarlyFailure(failure);
+        setAnnouncement(`Not sent: ${failure}`);
+        return;
+      }
+      say(rest === '' ? [] : [rest]);
+      if (answer.status === 'stopped') setAnnouncement('Answer stopped.');
+      if (answer.status === 'error') setAnnouncement(`The answer failed: ${answer.error ?? 'unknown error'}`);
+      try {
+        const fresh = await api.getConversation(conversationId);
+        setConv((c) => (c === null || c.id === conversationId ? fresh : c));
+        setLive(null);
+      } catch {
+        // Keep what was streamed on screen rather than losing it.
+        const messages = [...prefix, ...(userMsg ? [userMsg] : []), answer];
+        setConv((c) => (c !== null && c.id === conversationId ? { ...c, messages } : c));
+        setLive(null);
+      }
+      void refreshList();
+    },
+    [refreshList],
+  );
+
+  const send = useCallback(async () => {
+    const body = text.trim();
+    const images = staged.flatMap((s) => (s.image ? [s.image] : []));
+    if (body === '' && images.length === 0) return;
+    if (busy) return;
+    let conversation = conv;
+    const previousText = text;
+    const previousStaged = staged;
+    setText('');
+    setStaged([]);
+    setNotice(null);
+    if (conversation === null) {
+      try {
+        const created = await api.createConversation(titleFrom(body) || 'Image chat');
+        conversation = { ...created, systemPrompt: null, settings: null, messages: [] };
+        setConv(conversation);
+        setActiveId(created.id);
+        void refreshList();
+      } catch (e) {
+        setText(previousText);
+        setStaged(previousStaged);
+        setNotice(`Could not start a new chat: ${errorText(e)}`);
+        return;
+      }
+    }
+    const prefix = conversation.messages;
+    const last = prefix[prefix.length - 1];
+    const refs: ImageRef[] = images.map(({ sha256, mime, width, height, bytes }) => ({ sha256, mime, width, height, bytes }));
+    const user = draftMessage('user', body, last?.id ?? null, refs);
+    const answer = draftMessage('assistant', '', user.id);
+    const id = conversation.id;
+    await runStream(id, prefix, user, answer, (onEvent) => api.sendMessage(id, body, images.map((i) => i.token), onEvent), (message) => {
+      setText(previousText);
+      setStaged(previousStaged);
+      setNotice(`Not sent: ${message}`);
+    });
+  }, [text, staged, busy, conv, runStream, refreshList]);
+
+  const regenerate = useCallback(
+    (m: Message) => {
+      if (!conv || busy) return;
+      const at = conv.messages.findIndex((x) => x.id === m.id);
+      const prefix = conv.messages.slice(0, at < 0 ? conv.messages.length : at);
+      const id = conv.id;
+      void runStream(id, prefix, null, draftMessage('assistant', '', m.parentId), (onEvent) => api.regenerate(id, m.id, onEvent), (message) =>
+        toast(`Could not regenerate: ${message}`),
+      );
+    },
+    [conv, busy, runStream, toast],
+  );
+
+  const continueMessage = useCallback(
+    (m: Message) => {
+      if (!conv || busy) return;
+      const at = conv.messages.findIndex((x) => x.id === m.id);
+      const prefix = conv.messages.slice(0, at < 0 ? conv.messages.length : at);
+      const id = conv.id;
+      const draft: Message = { ...m, status: 'streaming', stats: null, error: null };
+      void runStream(id, prefix, null, draft, (onEvent) => api.continueMessage(id, m.id, onEvent), (message) => toast(`Could not continue: ${message}`));
+    },
+    [conv, busy, runStream, toast],
+  );
+
+  const edit = useCallback(
+    (m: Message, newText: string) => {
+      if (!conv || busy) return;
+      const at = conv.messages.findIndex((x) => x.id === m.id);
+      const prefix = conv.messages.slice(0, at < 0 ? conv.messages.length : at);
+      const user = { ...draftMessage('user', newText, m.parentId, m.images) };
+      const id = conv.id;
+      void runStream(id, prefix, user, draftMessage('assistant', '', user.id), (onEvent) => api.editAndResend(id, m.id, newText, onEvent), (message) =>
+        toast(`Could not resend: ${message}`),
+      );
+    },
+    [conv, busy, runStream, toast],
+  );
+
+  const switchBranch = useCallback(
+    (messageId: string) => {
+      if (!conv) return;
+      api
+        .switchBranch(conv.id, messageId)
+        .then(setConv)
+        .catch((e: unknown) => toast(`Could not switch versions: ${errorText(e)}`));
+    },
+    [conv, toast],
+  );
+
+  // ---- conversation list actions ---------------------------------------------
+  const rename = (id: string, title: string) => {
+    setConversations((list) => list.map((c) => (c.id === id ? { ...c, title } : c)));
+    if (conv?.id === id) setConv({ ...conv, title });
+    api
+      .renameConversation(id, title)
+      .then(refreshList)
+      .catch((e: unknown) => {
+        toast(`Rename failed: ${errorText(e)}`);
+        void refreshList();
+      });
+  };
+  const pin = (id: string, pinned: boolean) => {
+    api
+      .pinConversation(id, pinned)
+      .then(refreshList)
+      .catch((e: unknown) => toast(`Could not ${pinned ? 'pin' : 'unpin'}: ${errorText(e)}`));
+  };
+  const remove = (c: ConversationSummary) => {
+    api
+      .deleteConversation(c.id)
+      .then(() => {
+        setConversations((list) => list.filter((x) => x.id !== c.id));
+        if (activeId === c.id) newChat();
+        toast(`Deleted “${c.title || 'Untitled chat'}”.`, {
+          label: 'Undo',
+          run: () => {
+            api
+              .restoreConversation(c.id)
+              .then(() => {
+                toast('Conversation restored.');
+                return refreshList();
+              })
+              .catch((e: unknown) => toast(`Could not restore: ${errorText(e)}`));
+          },
+        });
+      })
+      .catch((e: unknown) => toast(`Could not delete: ${errorText(e)}`));
+  };
+
+  // ---- keyboard ---------------------------------------------------------------
+  useEffect(() => {
+    const onKey = (e: KeyboardEvent) => {
+      const mod = e.ctrlKey || e.metaKey;
+      if (mod && !e.shiftKey && !e.altKey && e.key.toLowerCase() === 'n') {
+        e.preventDefault();
+        newChat();
+      } else if (mod && !e.shiftKey && !e.altKey && e.key.toLowerCase() === 'k') {
+        e.preventDefault();
+        setDrawer(true);
+        setView((v) => (v === 'settings' ? 'chat' : v));
+        requestAnimationFrame(() => searchRef.current?.focus());
+      } else if (e.key === 'Escape') {
+        if (busy) {
+          e.preventDefault();
+          stop();
+        } else if (drawer) setDrawer(false);
+      }
+    };
+    window.addEventListener('keydown', onKey);
+    return () => window.removeEventListener('keydown', onKey);
+  }, [busy, drawer, newChat, stop]);
+
+  // Follow the answer as it streams, unless the reader has scrolled up.
+  const liveMessages = live !== null && live.conversationId === (conv?.id ?? activeId) ? live.messages : null;
+  const messages = liveMessages ?? conv?.messages ?? [];
+  const lastContent = messages[messages.length - 1]?.content.length ?? 0;
+  useEffect(() => {
+    const el = scrollRef.current;
+    if (!el) return;
+    if (el.scrollHeight - el.scrollTop - el.clientHeight < 160 || liveMessages === null) el.scrollTop = el.scrollHeight;
+  }, [messages.length, lastContent, liveMessages === null]);
+
+  const modelReady = model?.state === 'ready';
+  // Without a model, the set-up screen replaces the empty chat; existing chats stay readable.
+  const showSetup = view === 'setup' || (view === 'chat' && activeId === null && !modelReady && (model !== null || modelError !== null));
+  const previewItem = staged.find((s) => s.key === previewKey) ?? null;
+
+  const onLoaded = (info: ModelInfo) => {
+    setModel({ state: 'ready', model: info, error: null });
+    setModelError(null);
+    setView('chat');
+    toast(`${info.name} is ready.`);
+    requestAnimationFrame(() => inputRef.current?.focus());
+  };
+
+  let main: JSX.Element;
+  if (view === 'settings') {
+    main =
+      settings !== null ? (
+        <SettingsPanel
+          settings={settings}
+          model={model?.model ?? null}
+          conversation={conv}
+          onSaved={(s) => {
+            setSettings(s);
+            applyTheme(s.theme);
+          }}
+          onChatSaved={setConv}
+          onThemePreview={applyTheme}
+          onChangeModel={() => setView('setup')}
+          onClose={() => setView('chat')}
+        />
+      ) : (
+        <div class="center-note">
+          <p class="inline-error" role="alert">
+            Settings could not be read: {settingsError ?? 'still loading'}
+          </p>
+          <button type="button" class="btn" onClick={() => setView('chat')}>
+            Back to chat
+          </button>
+        </div>
+      );
+  } else if (showSetup) {
+    main = (
+      <SetupScreen
+        status={model}
+        statusError={modelError === null ? null : `The model status could not be read: ${modelError}`}
+        lastModelPath={settings?.lastModelPath ?? null}
+        onLoaded={onLoaded}
+        onCancel={view === 'setup' && modelReady ? () => setView('chat') : null}
+      />
+    );
+  } else if (model === null && modelError === null) {
+    main = (
+      <div class="center-note">
+        <span class="spinner" aria-hidden="true" /> Starting…
+      </div>
+    );
+  } else {
+    main = (
+      <div class="chat">
+        <div class="chat-scroll" ref={scrollRef}>
+          {convError !== null && (
+            <p class="inline-error chat-error" role="alert">
+              {convError}
+            </p>
+          )}
+          {!modelReady && (
+            <p class="banner">
+              No model is loaded, so this chat is read-only.{' '}
+              <button type="button" class="link-btn" onClick={() => setView('setup')}>
+                Set up a model
+              </button>
+            </p>
+          )}
+          {messages.length === 0 && convError === null ? (
+            <div class="empty">
+              <h2>What shall we look at?</h2>
+              <p class="muted">Drop, paste or attach an image, then ask about it. Everything stays on this computer.</p>
+            </div>
+          ) : (
+            <MessageList
+              messages={messages}
+              phase={phase}
+              busy={busy}
+              onRegenerate={regenerate}
+              onContinue={continueMessage}
+              onEdit={edit}
+              onSwitch={switchBranch}
+              onOpenImage={setLightbox}
+              onNotice={(t) => toast(t)}
+            />
+          )}
+        </div>
+        <Composer
+          text={text}
+          onText={setText}
+          staged={staged}
+          notice={notice}
+          onDismissNotice={() => setNotice(null)}
+          busy={busy}
+          disabled={!modelReady}
+          inputRef={inputRef}
+          onSend={() => void send()}
+          onStop={stop}
+          onFiles={addFiles}
+          onRemove={(k) => setStaged((s) => s.filter((x) => x.key !== k))}
+          onPreview={setPreviewKey}
+        />
+      </div>
+    );
+  }
+
+  const title = view === 'settings' ? 'Settings' : showSetup ? 'Model set-up' : (conv?.title ?? '') || 'New chat';
+
+  return (
+    <div class={`app${drawer ? ' drawer-open' : ''}`}>
+      <Sidebar
+        conversations={conversations}
+        listError={listError}
+        activeId={activeId}
+        searchRef={searchRef}
+        onSelect={(id, messageId) => void openConversation(id, messageId)}
+        onNew={newChat}
+        onRename={rename}
+        onPin={pin}
+        onDelete={remove}
+        onClose={() => setDrawer(false)}
+      />
+      <div class="scrim" aria-hidden="true" onClick={() => setDrawer(false)} />
+      <main class="main">
+        <header class="topbar">
+          <button type="button" class="icon-btn drawer-toggle" aria-label="Show conversations" aria-expanded={drawer} onClick={() => setDrawer(!drawer)}>
+            <Icon name="menu" />
+          </button>
+          <h1 class="title">{title}</h1>
+          {model?.model && model.state === 'ready' && (
+            <button type="button" class="model-pill" onClick={() => setView('setup')} aria-label={`Model: ${model.model.name}. Change model`}>
+              <span class="dot" aria-hidden="true" />
+              <span class="model-name">{model.model.name}</span>
+            </button>
+          )}
+          <button type="button" class="icon-btn" aria-label="Settings" aria-pressed={view === 'settings'} onClick={() => setView(view === 'settings' ? 'chat' : 'settings')}>
+            <Icon name="settings" />
+          </button>
+        </header>
+        {main}
+      </main>
+      {dragging && (
+        <div class="drop-overlay" aria-hidden="true">
+          <div class="drop-card">
+            <Icon name="image" size={40} />
+            <p>Drop images to attach them</p>
+          </div>
+        </div>
+      )}
+      <div class="toasts" aria-live="polite">
+        {toasts.map((t) => (
+          <div class="toast" key={t.id}>
+            <span>{t.text}</span>
+            {t.action && (
+              <button
+                type="button"
+                class="btn btn-ghost sm"
+                onClick={() => {
+                  t.action?.run();
+                  setToasts((list) => list.filter((x) => x.id !== t.id));
+                }}
+              >
+                {t.action.label}
+              </button>
+            )}
+          </div>
+        ))}
+      </div>
+      <div class="sr-only" aria-live="polite" aria-atomic="true" id="answer-announcer">
+        {announcement}
+      </div>
+      {previewItem !== null && <PreviewDialog item={previewItem} onClose={() => setPreviewKey(null)} />}
+      {lightbox !== null && (
+        <Dialog label="Image" onClose={() => setLightbox(null)} wide>
+          <div class="lightbox">
+            <StoredImage image={lightbox} thumbnail={false} alt={`Attached image, ${lightbox.width}×${lightbox.height}`} />
+          </div>
+        </Dialog>
+      )}
+    </div>
+  );
+}
