@@ -67,12 +67,13 @@ export function SettingsPanel(p: SettingsProps): JSX.Element {
     <div class="settings">
       <div class="settings-inner">
         <div class="settings-head">
-          <h2>Settings</h2>
+          <p class="muted">Changes apply to new answers. Each chat can have its own system prompt.</p>
           <button type="button" class="btn btn-ghost" onClick={p.onClose}>
             Back to chat
           </button>
         </div>
         <form
+          noValidate
           onSubmit={(e) => {
             e.preventDefault();
             void save();

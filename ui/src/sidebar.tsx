@@ -179,7 +179,16 @@ function ConvItem(p: SidebarProps & { conv: ConversationSummary; active: boolean
     if (editing) inputRef.current?.select();
   }, [editing]);
 
+  // Enter/Escape end editing, and the input's removal then blurs it: finish only once.
+  const finished = useRef(false);
+  const startEditing = () => {
+    finished.current = false;
+    setDraft(conv.title);
+    setEditing(true);
+  };
   const finish = (save: boolean) => {
+    if (finished.current) return;
+    finished.current = true;
     setEditing(false);
     const title = draft.trim();
     if (save && title !== '' && title !== conv.title) p.onRename(conv.id, title);
@@ -213,7 +222,7 @@ function ConvItem(p: SidebarProps & { conv: ConversationSummary; active: boolean
           class="conv-open"
           aria-current={p.active ? 'page' : undefined}
           onClick={() => p.onSelect(conv.id)}
-          onDblClick={() => setEditing(true)}
+          onDblClick={startEditing}
         >
           {conv.pinned && (
             <span class="pin-mark" aria-hidden="true">
@@ -231,10 +240,7 @@ function ConvItem(p: SidebarProps & { conv: ConversationSummary; active: boolean
             class="icon-btn sm"
             aria-label={`Rename ${title}`}
             title="Rename"
-            onClick={() => {
-              setDraft(conv.title);
-              setEditing(true);
-            }}
+            onClick={startEditing}
           >
             <Icon name="edit" size={15} />
           </button>
