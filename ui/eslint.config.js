@@ -3,7 +3,7 @@ import globals from 'globals';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'tests/mocks/dist/**', 'node_modules/**'] },
+  { ignores: ['dist/**', 'tests/mocks/dist/**', 'tests/.artifacts/**', 'node_modules/**'] },
   js.configs.recommended,
   {
     files: ['**/*.{ts,tsx}'],

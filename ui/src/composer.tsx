@@ -108,7 +108,8 @@ export function Composer(p: ComposerProps): JSX.Element {
           id="composer-input"
           rows={1}
           aria-label="Message"
-          placeholder={p.disabled ? 'Load a model to start chatting' : 'Ask about an image, or anything… (Enter to send, Shift+Enter for a new line)'}
+          aria-description="Enter sends, Shift+Enter starts a new line"
+          placeholder={p.disabled ? 'Load a model to start chatting' : 'Ask about an image, or anything…'}
           value={p.text}
           onInput={(e) => p.onText(e.currentTarget.value)}
           onKeyDown={(e) => {

@@ -48,11 +48,13 @@ md.renderer.rules.fence = (tokens, idx) => {
   return (
     `<div class="code-block"><div class="code-head"><span class="code-lang">${label}</span>` +
     `<button type="button" class="copy-code" aria-label="Copy ${label} code">Copy</button></div>` +
-    `<pre><code class="hljs${known ? ` language-${escapeHtml(lang)}` : ''}">${body}</code></pre></div>`
+    `<pre tabindex="0"><code class="hljs${known ? ` language-${escapeHtml(lang)}` : ''}">${body}</code></pre></div>`
   );
 };
 
 DOMPurify.addHook('afterSanitizeAttributes', (node) => {
+  // Wide maths and tables scroll sideways; keyboard users must be able to reach them.
+  if (node.classList.contains('katex-display') || node.tagName === 'TABLE') node.setAttribute('tabindex', '0');
   if (node.tagName === 'A') {
     node.setAttribute('rel', 'noopener noreferrer');
     node.setAttribute('target', '_blank');
@@ -63,8 +65,9 @@ DOMPurify.addHook('afterSanitizeAttributes', (node) => {
 export function renderMarkdown(source: string): string {
   const html = md.render(source);
   return DOMPurify.sanitize(html, {
-    ADD_ATTR: ['target', 'aria-hidden'],
+    ADD_ATTR: ['target', 'aria-hidden', 'tabindex'],
     FORBID_TAGS: ['style', 'form', 'input', 'textarea', 'select'],
-    ALLOWED_URI_REGEXP: /^(?:https?:|mailto:|#)/i,
+    // DOMPurify's default minus the rarer schemes: only http(s), mailto and scheme-less values survive.
+    ALLOWED_URI_REGEXP: /^(?:(?:https?|mailto):|[^a-z]|[a-z+.-]+(?:[^a-z+.\-:]|$))/i,
   });
 }

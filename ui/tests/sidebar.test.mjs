@@ -81,7 +81,7 @@ test('Ctrl+N starts a new chat and Ctrl+K focuses search', async () => {
   await page.locator('.conv-open', { hasText: 'Birds of Europe' }).click();
   await page.locator('.messages').waitFor();
   await page.keyboard.press('Control+k');
-  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('aria-label')), 'Search conversations');
+  await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label') === 'Search conversations');
   await page.keyboard.press('Control+n');
   await page.getByRole('heading', { name: 'What shall we look at?' }).waitFor();
   assert.equal(await page.locator('.title').innerText(), 'New chat');

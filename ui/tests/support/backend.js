@@ -2,7 +2,6 @@
 // @tauri-apps/api mocks (mockIPC / mockWindows / shouldMockEvents). It keeps conversations in
 // memory, streams answers over the real Channel callback path, and records every call in
 // window.__calls so tests can assert what the UI asked for.
-/* global window, OffscreenCanvas, Blob */
 (() => {
   function install(cfg) {
     const M = window.__TAURI_MOCKS__;
