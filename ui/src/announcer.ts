@@ -26,13 +26,18 @@ export class SentenceChunker {
 
   /** Whatever is left when the stream ends. */
   flush(): string {
-    const rest = this.pending.trim();
+    const rest = split(this.pending)[0] ?? '';
     this.pending = '';
     return rest;
   }
 }
 
+/** Drops Markdown and TeX punctuation that a screen reader would otherwise read aloud. */
+function speakable(text: string): string {
+  return text.replace(/```[\w-]*|[*_`#>$~|\\]+/g, ' ');
+}
+
 function split(text: string): string[] {
-  const trimmed = text.replace(/\s+/g, ' ').trim();
+  const trimmed = speakable(text).replace(/\s+/g, ' ').trim();
   return trimmed === '' ? [] : [trimmed];
 }

@@ -198,14 +198,22 @@ export function App(): JSX.Element {
     [stage],
   );
 
+  // Where a drop lands depends on the screen shown when it happens, not when the listener was made.
+  const dropTarget = useRef<'composer' | 'settings' | 'setup'>('composer');
   useEffect(() => {
     const unlisten = onFileDragDrop((u) => {
       if (u.kind === 'enter' || u.kind === 'over') setDragging(true);
       else setDragging(false);
-      if (u.kind === 'drop') addPaths(u.paths);
+      if (u.kind !== 'drop') return;
+      if (dropTarget.current === 'setup') {
+        toast('Load a model first; then drop images into the chat.');
+        return;
+      }
+      if (dropTarget.current === 'settings') setView('chat');
+      addPaths(u.paths);
     });
     return () => void unlisten.then((f) => f());
-  }, [addPaths]);
+  }, [addPaths, toast]);
 
   useEffect(() => {
     const onPaste = (e: ClipboardEvent) => {
@@ -470,6 +478,7 @@ export function App(): JSX.Element {
   const modelReady = model?.state === 'ready';
   // Without a model, the set-up screen replaces the empty chat; existing chats stay readable.
   const showSetup = view === 'setup' || (view === 'chat' && activeId === null && !modelReady && (model !== null || modelError !== null));
+  dropTarget.current = view === 'settings' ? 'settings' : showSetup ? 'setup' : 'composer';
   const previewItem = staged.find((s) => s.key === previewKey) ?? null;
 
   const onLoaded = (info: ModelInfo) => {
@@ -617,7 +626,7 @@ export function App(): JSX.Element {
         <div class="drop-overlay" aria-hidden="true">
           <div class="drop-card">
             <Icon name="image" size={40} />
-            <p>Drop images to attach them</p>
+            <p>{showSetup ? 'Load a model first to chat about images' : 'Drop images to attach them'}</p>
           </div>
         </div>
       )}

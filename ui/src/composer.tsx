@@ -101,7 +101,7 @@ export function Composer(p: ComposerProps): JSX.Element {
           <Icon name="image" />
         </button>
         <button type="button" class="icon-btn attach camera-only" aria-label="Take a photo" title="Take a photo" onClick={() => cameraRef.current?.click()}>
-          <Icon name="eye" />
+          <Icon name="camera" />
         </button>
         <textarea
           ref={p.inputRef}

@@ -23,7 +23,9 @@ export function SetupScreen(p: SetupProps): JSX.Element {
   const [catalog, setCatalog] = useState<CatalogEntry[] | null>(null);
   const [catalogError, setCatalogError] = useState<string | null>(null);
   const [path, setPath] = useState(p.lastModelPath ?? '');
-  const [loading, setLoading] = useState<string | null>(p.status?.state === 'loading' ? (p.status.model?.path ?? 'the model') : null);
+  const [ownLoad, setLoading] = useState<string | null>(null);
+  // A load can also be under way in the backend already (the last model, at start-up).
+  const loading = ownLoad ?? (p.status?.state === 'loading' ? (p.status.model?.path ?? 'the model') : null);
   const [error, setError] = useState<string | null>(null);
 
   useEffect(() => {
@@ -32,10 +34,6 @@ export function SetupScreen(p: SetupProps): JSX.Element {
       .then(setCatalog)
       .catch((e: unknown) => setCatalogError(errorText(e)));
   }, []);
-
-  useEffect(() => {
-    if (p.status?.state === 'loading') setLoading(p.status.model?.path ?? 'the model');
-  }, [p.status?.state]);
 
   const load = async (target: string) => {
     const trimmed = target.trim();

@@ -14,6 +14,12 @@ const answerText = (page) => page.locator('.msg-assistant .markdown').last().inn
 
 test('a sent message streams token by token, then shows its stats', async () => {
   const { page, problems } = await h.open({ tokenDelayMs: 60 });
+  // Record everything the polite live region says while the answer streams.
+  await page.evaluate(() => {
+    window.__spoken = [];
+    const region = document.getElementById('answer-announcer');
+    new MutationObserver(() => region.textContent && window.__spoken.push(region.textContent)).observe(region, { childList: true, subtree: true, characterData: true });
+  });
   await page.getByLabel('Message', { exact: true }).fill('Describe the weather');
   await page.getByLabel('Message', { exact: true }).press('Enter');
 
@@ -43,8 +49,8 @@ test('a sent message streams token by token, then shows its stats', async () => 
   assert.equal((await calls(page, 'create_conversation')).length, 1, 'the first message creates a conversation');
   // The new conversation appears in the sidebar with the derived title.
   await page.locator('.conv-open', { hasText: 'Describe the weather' }).waitFor();
-  // The live region announced whole sentences, not single tokens.
-  assert.match(await page.locator('#answer-announcer').innerText(), /sentences\.|two sentences/);
+  // The live region announced whole sentences, not single tokens, without Markdown symbols.
+  assert.deepEqual(await page.evaluate(() => window.__spoken), ['Hello!', 'This is a streamed answer.', 'It has two sentences.']);
   assert.deepEqual(problems, []);
 });
 
@@ -150,4 +156,18 @@ test('copying an answer puts its text on the clipboard', async () => {
   await page.getByRole('button', { name: 'Copy answer' }).click();
   await page.getByText('Copied to the clipboard.').waitFor();
   assert.equal(await page.evaluate(() => navigator.clipboard.readText()), 'The answer is 42.');
+});
+
+test('a stopped answer can be continued', async () => {
+  const { page } = await h.open({
+    answer: ' and then the rest.',
+    conversations: [{ id: 'c1', title: 'Story', messages: [{ role: 'user', content: 'Tell a story' }, { role: 'assistant', content: 'Once upon a time', status: 'stopped' }] }],
+  });
+  await page.locator('.conv-open', { hasText: 'Story' }).click();
+  await page.locator('.status-stopped', { hasText: 'Stopped by you' }).waitFor();
+  await page.getByRole('button', { name: 'Continue' }).click();
+  await page.locator('.stats').waitFor();
+  assert.equal(await answerText(page), 'Once upon a time and then the rest.');
+  assert.equal(await page.locator('.status-stopped').count(), 0);
+  assert.equal((await calls(page, 'continue_message')).length, 1);
 });

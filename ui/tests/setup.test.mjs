@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { calls, startHarness } from './support/harness.mjs';
+import { calls, emitDragDrop, startHarness } from './support/harness.mjs';
 
 let h;
 before(async () => {
@@ -116,4 +116,30 @@ test('settings save sampling, threads, prompts and theme, and open the data fold
   assert.deepEqual((await calls(page, 'set_chat_settings')).map((c) => [c.args.id, c.args.systemPrompt]), [['c1', 'Answer in French.']]);
   const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
   assert.equal(bg, 'rgb(22, 24, 27)', 'dark colours are applied');
+});
+
+test('a model already loading at start-up shows progress, then the chat', async () => {
+  const { page } = await h.open({ modelState: 'loading', loadingMs: 1500 });
+  await page.getByText(/Loading \/models\/imp-v1-3b… this can take a minute/).waitFor();
+  assert.equal(await page.getByRole('button', { name: 'Use a model folder…' }).isDisabled(), true);
+  await page.getByRole('heading', { name: 'What shall we look at?' }).waitFor({ timeout: 6000 });
+  assert.ok((await calls(page, 'model_status')).length >= 2, 'the status was polled');
+});
+
+test('a store notice from the backend is shown to the user', async () => {
+  const { page } = await h.open();
+  await page.locator('.empty').waitFor();
+  const message = 'The conversation database was damaged and has been moved to impchat.db.broken; a new one was started.';
+  await page.evaluate((m) => window.__TAURI_INTERNALS__.invoke('plugin:event|emit', { event: 'store-notice', payload: { message: m } }), message);
+  await page.locator('.toast', { hasText: message }).waitFor();
+});
+
+test('images dropped on the set-up screen are not silently lost', async () => {
+  const { page } = await h.open({ modelState: 'none' });
+  await page.getByRole('heading', { name: 'Set up a model' }).waitFor();
+  await emitDragDrop(page, 'enter', ['/home/u/cat.png']);
+  await page.locator('.drop-overlay', { hasText: 'Load a model first' }).waitFor();
+  await emitDragDrop(page, 'drop', ['/home/u/cat.png']);
+  await page.locator('.toast', { hasText: 'Load a model first; then drop images into the chat.' }).waitFor();
+  assert.equal((await calls(page, 'stage_image_path')).length, 0);
 });

@@ -38,9 +38,13 @@
     let status =
       config.modelState === 'ready'
         ? { state: 'ready', model, error: null }
-        : config.modelState === 'error'
+        : config.modelState === 'loading'
+          ? { state: 'loading', model, error: null }
+          : config.modelState === 'error'
           ? { state: 'error', model: null, error: 'The model folder /models/broken has no config.json. Choose the folder that holds config.json and the .safetensors files.' }
           : { state: 'none', model: null, error: null };
+
+    if (config.modelState === 'loading') setTimeout(() => (status = { state: 'ready', model, error: null }), config.loadingMs ?? 1500);
 
     let settings = {
       theme: config.theme ?? 'light',
