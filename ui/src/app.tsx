@@ -30,11 +30,6 @@ function applyTheme(theme: Theme): void {
   document.documentElement.dataset.theme = theme;
 }
 
-function titleFrom(text: string): string {
-  const line = text.trim().split('\n')[0] ?? '';
-  return line.length > 60 ? `${line.slice(0, 57)}…` : line;
-}
-
 function draftMessage(role: 'user' | 'assistant', content: string, parentId: string | null, images: ImageRef[] = []): Message {
   return {
     id: `pending-${role}-${key()}`,
@@ -70,7 +65,9 @@ export function App(): JSX.Element {
   const [dragging, setDragging] = useState(false);
   const [text, setText] = useState('');
   const [staged, setStaged] = useState<StagedItem[]>([]);
-  const [notice, setNotice] = useState<string | null>(null);
+  const [notices, setNotices] = useState<string[]>([]);
+  // Several files can fail at once: keep each message (the newest three), each said once.
+  const addNotice = useCallback((text: string) => setNotices((n) => [...n.filter((x) => x !== text), text].slice(-3)), []);
   const [previewKey, setPreviewKey] = useState<string | null>(null);
   const [lightbox, setLightbox] = useState<ImageRef | null>(null);
   const searchRef = useRef<HTMLInputElement>(null);
@@ -165,9 +162,9 @@ export function App(): JSX.Element {
       })
       .catch((e: unknown) => {
         setStaged((s) => s.filter((x) => x.key !== k));
-        setNotice(`${name} was not added: ${errorText(e)}`);
+        addNotice(errorText(e)); // the backend's message names the file
       });
-  }, []);
+  }, [addNotice]);
 
   const addFiles = useCallback(
     (files: File[]) => {
@@ -175,13 +172,13 @@ export function App(): JSX.Element {
         const name = file.name === '' ? 'pasted image' : file.name;
         const problem = checkImageFile(name, file.size, file.type);
         if (problem !== null) {
-          setNotice(problem);
+          addNotice(problem);
           continue;
         }
         stage(name, async () => api.stageImageBytes(new Uint8Array(await file.arrayBuffer()), name));
       }
     },
-    [stage],
+    [stage, addNotice],
   );
 
   const addPaths = useCallback(
@@ -189,13 +186,13 @@ export function App(): JSX.Element {
       for (const path of paths) {
         const problem = checkImagePath(path);
         if (problem !== null) {
-          setNotice(problem);
+          addNotice(problem);
           continue;
         }
         stage(baseName(path), () => api.stageImagePath(path));
       }
     },
-    [stage],
+    [stage, addNotice],
   );
 
   // Where a drop lands depends on the screen shown when it happens, not when the listener was made.
@@ -257,6 +254,7 @@ export function App(): JSX.Element {
         switch (e.event) {
           case 'started':
             flags.started = true;
+            void refreshList(); // the store may have just titled the chat after this message
             if (userMsg) userMsg = { ...userMsg, id: e.data.userMessageId };
             answer = { ...answer, id: e.data.assistantMessageId, parentId: userMsg?.id ?? answer.parentId };
             break;
@@ -324,10 +322,11 @@ export function App(): JSX.Element {
     const previousStaged = staged;
     setText('');
     setStaged([]);
-    setNotice(null);
+    setNotices([]);
     if (conversation === null) {
       try {
-        const created = await api.createConversation(titleFrom(body) || 'Image chat');
+        // Untitled: the store names the chat after its first message.
+        const created = await api.createConversation();
         conversation = { ...created, systemPrompt: null, settings: null, messages: [] };
         setConv(conversation);
         setActiveId(created.id);
@@ -335,7 +334,7 @@ export function App(): JSX.Element {
       } catch (e) {
         setText(previousText);
         setStaged(previousStaged);
-        setNotice(`Could not start a new chat: ${errorText(e)}`);
+        addNotice(`Could not start a new chat: ${errorText(e)}`);
         return;
       }
     }
@@ -348,9 +347,9 @@ export function App(): JSX.Element {
     await runStream(id, prefix, user, answer, (onEvent) => api.sendMessage(id, body, images.map((i) => i.token), onEvent), (message) => {
       setText(previousText);
       setStaged(previousStaged);
-      setNotice(`Not sent: ${message}`);
+      addNotice(`Not sent: ${message}`);
     });
-  }, [text, staged, busy, conv, runStream, refreshList]);
+  }, [text, staged, busy, conv, runStream, refreshList, addNotice]);
 
   const regenerate = useCallback(
     (m: Message) => {
@@ -572,8 +571,8 @@ export function App(): JSX.Element {
           text={text}
           onText={setText}
           staged={staged}
-          notice={notice}
-          onDismissNotice={() => setNotice(null)}
+          notices={notices}
+          onDismissNotices={() => setNotices([])}
           busy={busy}
           disabled={!modelReady}
           inputRef={inputRef}

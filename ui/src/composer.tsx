@@ -15,8 +15,8 @@ interface ComposerProps {
   text: string;
   onText: (t: string) => void;
   staged: StagedItem[];
-  notice: string | null;
-  onDismissNotice: () => void;
+  notices: string[];
+  onDismissNotices: () => void;
   busy: boolean;
   disabled: boolean;
   inputRef: RefObject<HTMLTextAreaElement | null>;
@@ -56,13 +56,17 @@ export function Composer(p: ComposerProps): JSX.Element {
       }}
     >
       <div class="composer-notice" aria-live="polite" role="status">
-        {p.notice !== null && (
-          <p class="inline-error">
-            <span>{p.notice}</span>
-            <button type="button" class="icon-btn sm" aria-label="Dismiss message" onClick={p.onDismissNotice}>
+        {p.notices.length > 0 && (
+          <div class="inline-error">
+            <ul class="notice-list">
+              {p.notices.map((n) => (
+                <li key={n}>{n}</li>
+              ))}
+            </ul>
+            <button type="button" class="icon-btn sm" aria-label={p.notices.length > 1 ? 'Dismiss messages' : 'Dismiss message'} onClick={p.onDismissNotices}>
               <Icon name="close" size={14} />
             </button>
-          </p>
+          </div>
         )}
       </div>
       {p.staged.length > 0 && (

@@ -77,7 +77,7 @@ function MessageItem(p: MessageActions & { message: Message; last: boolean; phas
       </div>
       {!streaming && !editing && (
         <div class="msg-meta">
-          {m.siblingIds.length > 0 && <BranchSwitcher message={m} busy={p.busy} onSwitch={p.onSwitch} />}
+          {versionsOf(m).length > 1 && <BranchSwitcher message={m} busy={p.busy} onSwitch={p.onSwitch} />}
           <div class="msg-actions">
             <button
               type="button"
@@ -120,8 +120,8 @@ function MessageItem(p: MessageActions & { message: Message; last: boolean; phas
   );
 }
 
-/** Where this message sits among its versions. The backend lists every version in siblingIds,
- *  in creation order; when it leaves the message's own id out, it counts as the newest. */
+/** Every version of this message, oldest first. The store lists them all in siblingIds, the
+ *  message itself included; should its own id be missing, it counts as the newest. */
 function versionsOf(m: Message): string[] {
   return m.siblingIds.includes(m.id) ? m.siblingIds : [...m.siblingIds, m.id];
 }

@@ -121,6 +121,7 @@ test('regenerate adds a version and the branch switcher moves between versions',
   });
   await page.locator('.conv-open', { hasText: 'Cats' }).click();
   await page.locator('.messages').getByText('Cats are small.').waitFor();
+  assert.equal(await page.getByRole('group', { name: 'Versions of this message' }).count(), 0, 'a single version has no switcher');
   await page.getByRole('button', { name: 'Regenerate answer' }).click();
   await page.locator('.messages').getByText('A regenerated answer.').waitFor();
   const switcher = page.getByRole('group', { name: 'Versions of this message' });

@@ -89,19 +89,21 @@ test('the file picker stages several images, and a chip can be removed', async (
 test('a PDF is rejected before upload with a clear message', async () => {
   const { page } = await h.open();
   await page.setInputFiles('#file-input', { name: 'report.pdf', mimeType: 'application/pdf', buffer: Buffer.from('%PDF-1.7 fake') });
-  await notice(page).getByText('"report.pdf" is not an image (application/pdf). Use a PNG, JPEG, WebP, GIF or BMP image.').waitFor();
+  await notice(page).getByText('report.pdf: This is a PDF document, not an image. Take a screenshot of the page or export it as PNG, and try again.').waitFor();
   assert.equal((await calls(page, 'stage_image_bytes')).length, 0);
   assert.equal(await page.locator('.chip').count(), 0);
   // Dropped PDFs are caught by name before the backend is asked.
   await emitDragDrop(page, 'drop', ['/home/u/scan.pdf']);
-  await notice(page).getByText('"scan.pdf" is not an image.').waitFor();
+  await notice(page).getByText('scan.pdf: This is a PDF document, not an image.', { exact: false }).waitFor();
+  await emitDragDrop(page, 'drop', ['/home/u/notes.txt']);
+  await notice(page).getByText('notes.txt: This file is not an image ImpChat recognises (it reads JPEG, PNG, WebP, GIF, BMP and TIFF).', { exact: false }).waitFor();
   assert.equal((await calls(page, 'stage_image_path')).length, 0);
 });
 
 test('an empty file is rejected, and the app keeps working', async () => {
   const { page } = await h.open();
   await page.setInputFiles('#file-input', { name: 'empty.png', mimeType: 'image/png', buffer: Buffer.alloc(0) });
-  await notice(page).getByText('"empty.png" is empty (0 bytes). Choose a different image.').waitFor();
+  await notice(page).getByText('empty.png: The file is empty (0 bytes). Pick the image again; if it was downloading, wait for it to finish.').waitFor();
   assert.equal((await calls(page, 'stage_image_bytes')).length, 0);
   await page.getByRole('button', { name: 'Dismiss message' }).click();
   assert.equal(await notice(page).innerText(), '');
@@ -113,7 +115,8 @@ test('an empty file is rejected, and the app keeps working', async () => {
 test('backend rejections of dropped files are shown inline', async () => {
   const { page } = await h.open();
   await emitDragDrop(page, 'drop', ['/home/u/huge.png', '/home/u/empty.png']);
-  await notice(page).getByText(/is too large \(200 MB\)|is empty \(0 bytes\)/).waitFor();
+  await notice(page).getByText('huge.png: The file is 200 MiB; ImpChat accepts images up to 64 MiB. Shrink or re-compress it and try again.').waitFor();
+  await notice(page).getByText('empty.png: The file is empty (0 bytes).', { exact: false }).waitFor();
   await page.waitForFunction(() => document.querySelectorAll('.chip').length === 0);
   assert.equal((await calls(page, 'stage_image_path')).length, 2);
 });
@@ -143,9 +146,9 @@ test('an image over the size limit is rejected before upload', async () => {
   const { page } = await h.open();
   await page.evaluate(() => {
     const dt = new DataTransfer();
-    dt.items.add(new File([new Uint8Array(60 * 1024 * 1024)], 'huge.png', { type: 'image/png' }));
+    dt.items.add(new File([new Uint8Array(65 * 1024 * 1024)], 'huge.png', { type: 'image/png' }));
     document.dispatchEvent(new ClipboardEvent('paste', { clipboardData: dt, bubbles: true, cancelable: true }));
   });
-  await notice(page).getByText('"huge.png" is too large (60 MB). Images up to 50 MB are accepted; shrink it and try again.').waitFor();
+  await notice(page).getByText('huge.png: The file is 65 MiB; ImpChat accepts images up to 64 MiB. Shrink or re-compress it and try again.').waitFor();
   assert.equal((await calls(page, 'stage_image_bytes')).length, 0);
 });

@@ -101,9 +101,8 @@
       }
       return out.map((m) => ({
         ...m,
-        siblingIds: [...c.nodes.values()].filter((x) => x.parentId === m.parentId && x.role === m.role && x.id !== m.id).length
-          ? [...c.nodes.values()].filter((x) => x.parentId === m.parentId && x.role === m.role).map((x) => x.id)
-          : [],
+        // As the store does: every version under the same parent, itself included, oldest first.
+        siblingIds: [...c.nodes.values()].filter((x) => x.parentId === m.parentId).map((x) => x.id),
       }));
     }
     function full(c) {
@@ -141,9 +140,11 @@
       });
     }
     async function stage(name, size) {
-      if (/\.pdf$/i.test(name)) throw { kind: 'bad_image', message: `${name} is not an image (it looks like a PDF). Use a PNG, JPEG, WebP, GIF or BMP image.` };
-      if (size === 0) throw { kind: 'bad_image', message: `${name} is empty (0 bytes). Choose a different image.` };
-      if (size > 50 * 1024 * 1024) throw { kind: 'bad_image', message: `${name} is too large (200 MB). Images up to 50 MB are accepted; shrink it and try again.` };
+      // Worded as src-tauri's staging does: "<name>: <impchat-input ImageError>".
+      if (/\.pdf$/i.test(name)) throw { kind: 'invalid', message: `${name}: This is a PDF document, not an image. Take a screenshot of the page or export it as PNG, and try again.` };
+      if (size === 0) throw { kind: 'invalid', message: `${name}: The file is empty (0 bytes). Pick the image again; if it was downloading, wait for it to finish.` };
+      if (size > 64 * 1024 * 1024)
+        throw { kind: 'invalid', message: `${name}: The file is ${Math.ceil(size / 1048576)} MiB; ImpChat accepts images up to 64 MiB. Shrink or re-compress it and try again.` };
       const token = id('tok');
       const sha256 = `sha-${token}`;
       const thumb = await pngBytes(64, 48, 200);
@@ -210,7 +211,11 @@
           .filter((c) => includeDeleted || !c.deleted)
           .sort((a, b) => Number(b.pinned) - Number(a.pinned) || b.updatedAt - a.updatedAt)
           .map(summary),
-      create_conversation: ({ title }) => summary(addConversation({ title: title ?? 'New chat' })),
+      create_conversation: ({ title }) => {
+        const c = addConversation({ title: title ?? 'New chat' });
+        c.autoTitle = title === undefined;
+        return summary(c);
+      },
       get_conversation: ({ id: cid }) => full(conv(cid)),
       rename_conversation: ({ id: cid, title }) => {
         conv(cid).title = title;
@@ -270,6 +275,10 @@
         if (status.state !== 'ready') throw { kind: 'no_model', message: 'No model is loaded. Load a model first, then send again.' };
         const user = makeMessage('user', text, c.leaf, images);
         c.nodes.set(user.id, user);
+        if (c.autoTitle && text.trim()) {
+          c.title = text.trim().split('\n')[0].slice(0, 60);
+          c.autoTitle = false;
+        }
         c.leaf = user.id;
         return generate(c, user.id, onEvent, user.id, images);
       },
