@@ -113,7 +113,7 @@ export function Composer(p: ComposerProps): JSX.Element {
           rows={1}
           aria-label="Message"
           aria-description="Enter sends, Shift+Enter starts a new line"
-          placeholder={p.disabled ? 'Load a model to start chatting' : 'Ask about an image, or anything…'}
+          placeholder={p.disabled ? 'Load a model to start chatting' : 'Ask about an image…'}
           value={p.text}
           onInput={(e) => p.onText(e.currentTarget.value)}
           onKeyDown={(e) => {
