@@ -120,22 +120,28 @@ export function App(): JSX.Element {
     return () => clearInterval(timer);
   }, [model?.state]);
 
+  // Only the newest request may fill the chat view when the user clicks through chats quickly.
+  const openRequest = useRef(0);
   const openConversation = useCallback(async (id: string, messageId?: string | null) => {
+    const request = ++openRequest.current;
     setActiveId(id);
     setView('chat');
     setDrawer(false);
     setConvError(null);
     try {
       const c = await api.getConversation(id);
+      if (request !== openRequest.current) return;
       setConv(c);
       if (messageId) requestAnimationFrame(() => document.querySelector(`[data-message-id="${CSS.escape(messageId)}"]`)?.scrollIntoView({ block: 'center' }));
     } catch (e) {
+      if (request !== openRequest.current) return;
       setConv(null);
       setConvError(`This conversation could not be opened: ${errorText(e)}`);
     }
   }, []);
 
   const newChat = useCallback(() => {
+    openRequest.current += 1;
     setActiveId(null);
     setConv(null);
     setConvError(null);
@@ -299,7 +305,7 @@ export function App(): JSX.Element {
       if (answer.status === 'error') setAnnouncement(`The answer failed: ${answer.error ?? 'unknown error'}`);
       try {
         const fresh = await api.getConversation(conversationId);
-        setConv((c) => (c === null || c.id === conversationId ? fresh : c));
+        setConv((c) => (c !== null && c.id === conversationId ? fresh : c));
         setLive(null);
       } catch {
         // Keep what was streamed on screen rather than losing it.
@@ -441,6 +447,19 @@ export function App(): JSX.Element {
       .catch((e: unknown) => toast(`Could not delete: ${errorText(e)}`));
   };
 
+  // On phones the list is a drawer: move focus into it when it opens and back when it closes.
+  const drawerToggle = useRef<HTMLButtonElement>(null);
+  const drawerWasOpen = useRef(false);
+  useEffect(() => {
+    const sidebar = document.querySelector<HTMLElement>('.sidebar');
+    if (drawer && window.matchMedia('(max-width: 760px)').matches) {
+      requestAnimationFrame(() => sidebar?.querySelector<HTMLElement>('.new-chat')?.focus());
+    } else if (!drawer && drawerWasOpen.current && sidebar?.contains(document.activeElement)) {
+      drawerToggle.current?.focus();
+    }
+    drawerWasOpen.current = drawer;
+  }, [drawer]);
+
   // ---- keyboard ---------------------------------------------------------------
   useEffect(() => {
     const onKey = (e: KeyboardEvent) => {
@@ -502,8 +521,14 @@ export function App(): JSX.Element {
           }}
           onChatSaved={setConv}
           onThemePreview={applyTheme}
-          onChangeModel={() => setView('setup')}
-          onClose={() => setView('chat')}
+          onChangeModel={() => {
+            applyTheme(settings.theme);
+            setView('setup');
+          }}
+          onClose={() => {
+            applyTheme(settings.theme); // drop an unsaved theme preview
+            setView('chat');
+          }}
         />
       ) : (
         <div class="center-note">
@@ -605,7 +630,7 @@ export function App(): JSX.Element {
       <div class="scrim" aria-hidden="true" onClick={() => setDrawer(false)} />
       <main class="main">
         <header class="topbar">
-          <button type="button" class="icon-btn drawer-toggle" aria-label="Show conversations" aria-expanded={drawer} onClick={() => setDrawer(!drawer)}>
+          <button ref={drawerToggle} type="button" class="icon-btn drawer-toggle" aria-label="Show conversations" aria-expanded={drawer} onClick={() => setDrawer(!drawer)}>
             <Icon name="menu" />
           </button>
           <h1 class="title">{title}</h1>

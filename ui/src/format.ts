@@ -26,12 +26,3 @@ export function statsParts(stats: GenerationStats): string[] {
   if (stats.stopReason === 'max_tokens') parts.push('hit max tokens');
   return parts;
 }
-
-export function relativeDay(ms: number, now = Date.now()): string {
-  const day = 86_400_000;
-  const diff = now - ms;
-  if (diff < day) return 'Today';
-  if (diff < 2 * day) return 'Yesterday';
-  if (diff < 7 * day) return 'This week';
-  return new Date(ms).toLocaleDateString();
-}

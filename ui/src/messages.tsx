@@ -99,7 +99,7 @@ function MessageItem(p: MessageActions & { message: Message; last: boolean; phas
                 <button type="button" class="icon-btn sm" aria-label="Regenerate answer" title="Regenerate" disabled={p.busy} onClick={() => p.onRegenerate(m)}>
                   <Icon name="refresh" size={15} />
                 </button>
-                {(m.status === 'stopped' || m.status === 'interrupted') && p.last && (
+                {(m.status === 'stopped' || m.status === 'interrupted' || m.stats?.stopReason === 'max_tokens') && p.last && (
                   <button type="button" class="btn btn-ghost sm" disabled={p.busy} onClick={() => p.onContinue(m)}>
                     Continue
                   </button>

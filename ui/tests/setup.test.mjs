@@ -118,6 +118,16 @@ test('settings save sampling, threads, prompts and theme, and open the data fold
   assert.equal(bg, 'rgb(22, 24, 27)', 'dark colours are applied');
 });
 
+test('a theme previewed but not saved is undone on leaving settings', async () => {
+  const { page } = await h.open();
+  await page.getByRole('button', { name: 'Settings' }).click();
+  await page.getByRole('radio', { name: 'Dark' }).check();
+  assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'dark');
+  await page.getByRole('button', { name: 'Back to chat' }).click();
+  assert.equal(await page.evaluate(() => document.documentElement.dataset.theme), 'light');
+  assert.equal((await calls(page, 'set_settings')).length, 0);
+});
+
 test('a model already loading at start-up shows progress, then the chat', async () => {
   const { page } = await h.open({ modelState: 'loading', loadingMs: 1500 });
   await page.getByText(/Loading \/models\/imp-v1-3b… this can take a minute/).waitFor();

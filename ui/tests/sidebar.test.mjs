@@ -89,3 +89,13 @@ test('Ctrl+N starts a new chat and Ctrl+K focuses search', async () => {
   // The new chat is created on first send, not before.
   assert.equal((await calls(page, 'create_conversation')).length, 0);
 });
+
+test('clicking through chats quickly shows the last one clicked', async () => {
+  const { page } = await h.open({ ...three, slowConversation: 'c1' });
+  await page.locator('.conv-open', { hasText: 'Birds of Europe' }).click();
+  await page.locator('.conv-open', { hasText: 'Receipt totals' }).click();
+  await page.locator('.messages').getByText('The total is 23.40.').waitFor();
+  await page.waitForTimeout(600); // the slow answer for the first chat arrives now
+  assert.equal(await page.locator('.title').innerText(), 'Receipt totals');
+  assert.equal(await page.locator('.messages').getByText('A European robin.').count(), 0);
+});

@@ -216,7 +216,10 @@
         c.autoTitle = title === undefined;
         return summary(c);
       },
-      get_conversation: ({ id: cid }) => full(conv(cid)),
+      get_conversation: async ({ id: cid }) => {
+        if (cid === config.slowConversation) await sleep(400);
+        return full(conv(cid));
+      },
       rename_conversation: ({ id: cid, title }) => {
         conv(cid).title = title;
         return null;
