@@ -1,5 +1,5 @@
 import type { JSX } from 'preact';
-import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { useCallback, useEffect, useLayoutEffect, useRef, useState } from 'preact/hooks';
 import { SentenceChunker } from './announcer';
 import type { StagedItem } from './composer';
 import { Composer, Dialog, PreviewDialog } from './composer';
@@ -450,7 +450,8 @@ export function App(): JSX.Element {
   // On phones the list is a drawer: move focus into it when it opens and back when it closes.
   const drawerToggle = useRef<HTMLButtonElement>(null);
   const drawerWasOpen = useRef(false);
-  useEffect(() => {
+  // Layout effect: runs before the browser drops focus from the now hidden drawer.
+  useLayoutEffect(() => {
     const sidebar = document.querySelector<HTMLElement>('.sidebar');
     if (drawer && window.matchMedia('(max-width: 760px)').matches) {
       requestAnimationFrame(() => sidebar?.querySelector<HTMLElement>('.new-chat')?.focus());

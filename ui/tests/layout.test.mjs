@@ -125,11 +125,11 @@ test('at 360 px the sidebar is a drawer and nothing scrolls sideways', async () 
   await page.waitForFunction(() => getComputedStyle(document.querySelector('.sidebar')).transform === 'none');
   assert.equal(await sidebar.isVisible(), true);
   assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
-  await page.waitForFunction(() => document.activeElement?.classList.contains('new-chat'), null, { timeout: 2000 });
+  await page.waitForFunction(() => document.activeElement?.classList.contains('new-chat'));
   await screenshot(page, 'mobile-drawer');
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => getComputedStyle(document.querySelector('.sidebar')).visibility === 'hidden');
-  await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label') === 'Show conversations', null, { timeout: 2000 });
+  await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label') === 'Show conversations');
 
   await toggle.click();
   await page.locator('.conv-open', { hasText: 'Which bird is this?' }).click();
