@@ -1,0 +1,107 @@
+//! Full-text search over titles and message text (FTS5, bm25 ranking).
+
+use rusqlite::params;
+
+use crate::error::Result;
+use crate::store::Store;
+use crate::types::SearchHit;
+
+/// Marks the start and end of a match in [`SearchHit::snippet`].
+pub const MATCH_START: char = '\u{1}';
+pub const MATCH_END: char = '\u{2}';
+/// Words of context a snippet shows around the matches.
+const SNIPPET_TOKENS: i32 = 12;
+/// Title matches count this much more than a match in message text.
+const TITLE_WEIGHT: f64 = 2.0;
+
+/// Turns what the user typed into an FTS5 query that cannot be FTS syntax:
+/// every word becomes a quoted string (quotes doubled), all must match, and the
+/// last word matches as a prefix while the user is still typing it.
+pub fn fts_query(input: &str) -> Option<String> {
+    let words: Vec<&str> = input.split_whitespace().collect();
+    let last = words.len().checked_sub(1)?;
+    let still_typing = !input.ends_with(char::is_whitespace);
+    let terms: Vec<String> = words
+        .iter()
+        .enumerate()
+        .map(|(i, word)| {
+            let quoted = format!("\"{}\"", word.replace('"', "\"\""));
+            if i == last && still_typing {
+                quoted + "*"
+            } else {
+                quoted
+            }
+        })
+        .collect();
+    Some(terms.join(" "))
+}
+
+impl Store {
+    /// The best `limit` matches for `input` among conversations not in the
+    /// trash; an empty input finds nothing.
+    pub fn search(&self, input: &str, limit: usize) -> Result<Vec<SearchHit>> {
+        let Some(query) = fts_query(input) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut hits = self.search_titles(&query, limit)?;
+        hits.extend(self.search_messages(&query, limit)?);
+        hits.sort_by(|a, b| b.rank.total_cmp(&a.rank));
+        hits.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        Ok(hits)
+    }
+
+    fn search_titles(&self, query: &str, limit: i64) -> Result<Vec<SearchHit>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT c.id, c.title, highlight(conversations_fts, 0, char(1), char(2)), bm25(conversations_fts)
+             FROM conversations_fts JOIN conversations c ON c.seq = conversations_fts.rowid
+             WHERE conversations_fts MATCH ?1 AND c.deleted_at IS NULL
+             ORDER BY bm25(conversations_fts) LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![query, limit], |row| {
+            Ok(SearchHit {
+                conversation_id: row.get(0)?,
+                message_id: None,
+                title: row.get(1)?,
+                snippet: row.get(2)?,
+                rank: -row.get::<_, f64>(3)? * TITLE_WEIGHT,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    fn search_messages(&self, query: &str, limit: i64) -> Result<Vec<SearchHit>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT m.conversation_id, m.id, c.title,
+                    snippet(messages_fts, 0, char(1), char(2), '…', ?3), bm25(messages_fts)
+             FROM messages_fts
+             JOIN messages m ON m.seq = messages_fts.rowid
+             JOIN conversations c ON c.id = m.conversation_id
+             WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL
+             ORDER BY bm25(messages_fts) LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![query, limit, SNIPPET_TOKENS], |row| {
+            Ok(SearchHit {
+                conversation_id: row.get(0)?,
+                message_id: Some(row.get(1)?),
+                title: row.get(2)?,
+                snippet: row.get(3)?,
+                rank: -row.get::<_, f64>(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn quotes_every_word_and_prefixes_the_last_while_typing() {
+        assert_eq!(fts_query("red ca").as_deref(), Some("\"red\" \"ca\"*"));
+        assert_eq!(fts_query("red cat ").as_deref(), Some("\"red\" \"cat\""));
+        assert_eq!(fts_query("a\"b OR").as_deref(), Some("\"a\"\"b\" \"OR\"*"));
+        assert_eq!(fts_query("   "), None);
+    }
+}

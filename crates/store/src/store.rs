@@ -1,0 +1,210 @@
+//! Opening the store: health check, moving a damaged file aside, migrations and
+//! recovery of answers that were streaming when the app died.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode};
+
+use crate::error::{Result, StoreError};
+use crate::schema;
+use crate::time::now_ms;
+use crate::types::OpenNotice;
+
+pub(crate) const DB_FILE: &str = "impchat.db";
+const IMAGES_DIR: &str = "images";
+const BACKUPS_DIR: &str = "backups";
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The conversation store: one SQLite database plus a content-addressed image folder.
+///
+/// Not `Sync`: share it behind a `Mutex`. Streaming answers get their own
+/// connection through [`Store::stream_writer`], so they do not hold that lock.
+pub struct Store {
+    pub(crate) conn: Connection,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) db_path: PathBuf,
+}
+
+enum Health {
+    Damaged(String),
+    Failed(StoreError),
+}
+
+impl Store {
+    /// Opens (or creates) the store in `data_dir`: database `impchat.db`, images
+    /// under `images/`, pre-migration backups under `backups/`.
+    ///
+    /// A damaged or non-SQLite database file is renamed to
+    /// `impchat.db.damaged-<unix ms>` (never deleted, together with its `-wal`
+    /// and `-shm`), a fresh store is created and the returned notice says so.
+    pub fn open(data_dir: &Path) -> Result<(Store, Option<OpenNotice>)> {
+        for dir in [data_dir.to_path_buf(), data_dir.join(IMAGES_DIR)] {
+            fs::create_dir_all(&dir).map_err(|e| StoreError::io("create the folder", dir, e))?;
+        }
+        let db_path = data_dir.join(DB_FILE);
+        let (conn, notice) = match open_checked(&db_path) {
+            Ok(conn) => (conn, None),
+            Err(Health::Failed(e)) => return Err(e),
+            Err(Health::Damaged(reason)) => {
+                let moved_to = move_aside(&db_path)?;
+                let conn = open_checked(&db_path).map_err(|health| match health {
+                    Health::Failed(e) => e,
+                    Health::Damaged(reason) => {
+                        StoreError::corrupt("a freshly created database", reason)
+                    }
+                })?;
+                let message = format!(
+                    "The conversation database was damaged ({reason}), so ImpChat started a new one. \
+                     The old file was kept at {}; nothing was deleted.",
+                    moved_to.display()
+                );
+                let notice = OpenNotice {
+                    message,
+                    moved_to,
+                    reason,
+                };
+                (conn, Some(notice))
+            }
+        };
+        schema::migrate(&conn, &db_path, &data_dir.join(BACKUPS_DIR))?;
+        conn.execute(
+            "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'",
+            [],
+        )?;
+        let store = Store {
+            conn,
+            data_dir: data_dir.to_path_buf(),
+            db_path,
+        };
+        Ok((store, notice))
+    }
+
+    /// The folder the store lives in.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// The SQLite file.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64> {
+        Ok(schema::user_version(&self.conn)?)
+    }
+
+    /// Runs SQLite's full `PRAGMA integrity_check`; `Ok(())` when the file is sound,
+    /// otherwise the problems SQLite found.
+    pub fn integrity_check(&self) -> Result<(), Vec<String>> {
+        let rows = pragma_lines(&self.conn, "integrity_check").map_err(|e| vec![e.to_string()])?;
+        if rows == ["ok"] {
+            Ok(())
+        } else {
+            Err(rows)
+        }
+    }
+
+    pub(crate) fn images_dir(&self) -> PathBuf {
+        self.data_dir.join(IMAGES_DIR)
+    }
+
+    /// A second connection to the same database, configured like the first.
+    pub(crate) fn new_connection(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.db_path)?;
+        configure(&conn)?;
+        Ok(conn)
+    }
+}
+
+/// Opens the file, applies the connection settings and runs `quick_check`.
+fn open_checked(db_path: &Path) -> std::result::Result<Connection, Health> {
+    let conn = Connection::open(db_path).map_err(classify)?;
+    configure(&conn).map_err(|e| match e {
+        StoreError::Sqlite(e) => classify(e),
+        other => Health::Failed(other),
+    })?;
+    let problems = pragma_lines(&conn, "quick_check").map_err(classify)?;
+    if problems != ["ok"] {
+        let mut reason = problems.into_iter().take(3).collect::<Vec<_>>().join("; ");
+        if reason.is_empty() {
+            reason = "quick_check returned nothing".into();
+        }
+        return Err(Health::Damaged(reason));
+    }
+    Ok(conn)
+}
+
+fn classify(e: rusqlite::Error) -> Health {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+            Health::Damaged(e.to_string())
+        }
+        _ => Health::Failed(StoreError::Sqlite(e)),
+    }
+}
+
+/// WAL keeps readers and the streaming writer out of each other's way;
+/// `synchronous = NORMAL` is crash-safe in WAL mode (only a power cut can lose
+/// the last commits, never corrupt the file).
+pub(crate) fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::corrupt(
+            "the database journal",
+            format!("SQLite refused WAL mode and stayed in {mode} mode"),
+        ));
+    }
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;")?;
+    Ok(())
+}
+
+fn pragma_lines(conn: &Connection, pragma: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA {pragma}"))?;
+    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    rows.collect()
+}
+
+/// Renames the database and its WAL/shared-memory companions out of the way.
+fn move_aside(db_path: &Path) -> Result<PathBuf> {
+    let stamp = now_ms();
+    let target = |suffix: &str| {
+        let mut name = db_path.as_os_str().to_os_string();
+        name.push(format!(".damaged-{stamp}{suffix}"));
+        PathBuf::from(name)
+    };
+    let moved_to = target("");
+    fs::rename(db_path, &moved_to)
+        .map_err(|e| StoreError::io("move the damaged database aside", db_path, e))?;
+    for suffix in ["-wal", "-shm"] {
+        let mut companion = db_path.as_os_str().to_os_string();
+        companion.push(suffix);
+        let companion = PathBuf::from(companion);
+        if companion.exists() {
+            fs::rename(&companion, target(suffix))
+                .map_err(|e| StoreError::io("move the damaged database aside", &companion, e))?;
+        }
+    }
+    Ok(moved_to)
+}
+
+/// Runs `f` inside `BEGIN IMMEDIATE ... COMMIT` (taking the write lock up front,
+/// so a concurrent writer waits instead of failing half-way), rolling back on error.
+pub(crate) fn write_tx<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let outcome = f(conn).and_then(|value| {
+        conn.execute_batch("COMMIT")?;
+        Ok(value)
+    });
+    if outcome.is_err() && !conn.is_autocommit() {
+        // The original error matters; a failed rollback still commits nothing.
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    outcome
+}
