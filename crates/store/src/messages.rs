@@ -173,6 +173,21 @@ impl Store {
         self.get_conversation(conversation_id)
     }
 
+    /// Every message of the conversation, all branches, in the order they were
+    /// written (parents before children).
+    pub fn message_tree(&self, conversation_id: &str) -> Result<Vec<Message>> {
+        self.conversation_summary(conversation_id)?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.conversation_id = ?1 ORDER BY m.seq"
+        ))?;
+        let rows = stmt
+            .query_map([conversation_id], message_from_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|row| self.complete_message(row))
+            .collect()
+    }
+
     /// Every message from the root down to `leaf`, oldest first.
     pub(crate) fn branch_to(&self, leaf: &str) -> Result<Vec<Message>> {
         let mut stmt = self.conn.prepare_cached(&format!(
