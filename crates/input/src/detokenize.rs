@@ -15,11 +15,9 @@ const REPLACEMENT: char = '\u{FFFD}';
 pub struct TextStream<'a> {
     tokenizer: &'a Tokenizer,
     skip_special_tokens: bool,
+    /// The last emitted chunk's ids (the context), then the ids not emitted yet.
     ids: Vec<u32>,
-    /// Start of the context chunk in `ids`.
-    prefix_offset: usize,
-    /// End of what has been emitted in `ids`.
-    read_offset: usize,
+    context_len: usize,
 }
 
 impl<'a> TextStream<'a> {
@@ -28,52 +26,49 @@ impl<'a> TextStream<'a> {
             tokenizer,
             skip_special_tokens,
             ids: Vec::new(),
-            prefix_offset: 0,
-            read_offset: 0,
+            context_len: 0,
         }
     }
 
     /// Adds one generated id; returns the new text it completes, if any.
     pub fn push(&mut self, id: u32) -> Result<Option<String>, TokenizerError> {
-        let prefix = self.decode(self.prefix_offset, self.read_offset)?;
+        let context = self.decode(&self.ids[..self.context_len])?;
         self.ids.push(id);
-        let text = self.decode(self.prefix_offset, self.ids.len())?;
-        if text.len() <= prefix.len() || text.ends_with(REPLACEMENT) {
+        let text = self.decode(&self.ids)?;
+        if text.len() <= context.len() || text.ends_with(REPLACEMENT) {
             return Ok(None);
         }
-        let Some(delta) = text.strip_prefix(prefix.as_str()) else {
+        let Some(delta) = text.strip_prefix(context.as_str()) else {
             // The context decoded differently once more ids followed; wait for a stable cut.
             return Ok(None);
         };
         let delta = delta.to_owned();
-        // The chunk just emitted becomes the next step's context; older ids are done with.
-        self.ids.drain(..self.read_offset);
-        self.prefix_offset = 0;
-        self.read_offset = self.ids.len();
+        // The ids just emitted become the next step's context.
+        self.ids.drain(..self.context_len);
+        self.context_len = self.ids.len();
         Ok(Some(delta))
     }
 
     /// Returns whatever is still held back at the end of generation (an incomplete
-    /// character comes out as U+FFFD).
+    /// character comes out as U+FFFD), and starts the stream afresh.
     pub fn finish(&mut self) -> Result<Option<String>, TokenizerError> {
-        let prefix = self.decode(self.prefix_offset, self.read_offset)?;
-        let text = self.decode(self.prefix_offset, self.ids.len())?;
+        let context = self.decode(&self.ids[..self.context_len])?;
+        let text = self.decode(&self.ids)?;
         self.ids.clear();
-        self.prefix_offset = 0;
-        self.read_offset = 0;
-        let delta = match text.strip_prefix(prefix.as_str()) {
+        self.context_len = 0;
+        let delta = match text.strip_prefix(context.as_str()) {
             Some(rest) => rest.to_owned(),
-            None => text.chars().skip(prefix.chars().count()).collect(),
+            None => text.chars().skip(context.chars().count()).collect(),
         };
         Ok((!delta.is_empty()).then_some(delta))
     }
 
-    fn decode(&self, start: usize, end: usize) -> Result<String, TokenizerError> {
-        if start >= end {
+    fn decode(&self, ids: &[u32]) -> Result<String, TokenizerError> {
+        if ids.is_empty() {
             return Ok(String::new());
         }
         self.tokenizer
-            .decode(&self.ids[start..end], self.skip_special_tokens)
+            .decode(ids, self.skip_special_tokens)
             .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 }

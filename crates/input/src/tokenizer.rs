@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 use tokenizers::decoders::byte_level::ByteLevel as ByteLevelDecoder;
-use tokenizers::models::bpe::BPE;
+use tokenizers::models::bpe::{Merges, Vocab, BPE};
 use tokenizers::normalizers::unicode::NFC;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::sequence::Sequence;
@@ -60,6 +60,15 @@ pub enum TokenizerError {
     Decode(String),
 }
 
+impl TokenizerError {
+    fn corrupt(file: &Path, detail: impl ToString) -> Self {
+        Self::Corrupt {
+            file: file.to_path_buf(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
 /// How the slow tokenizer files are turned into a fast tokenizer (HF's converters).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SlowKind {
@@ -73,11 +82,7 @@ enum SlowKind {
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let json = dir.join(TOKENIZER_JSON);
     if json.is_file() {
-        let bytes = read(&json)?;
-        return Tokenizer::from_bytes(bytes).map_err(|e| TokenizerError::Corrupt {
-            file: json,
-            detail: e.to_string(),
-        });
+        return Tokenizer::from_bytes(read(&json)?).map_err(|e| TokenizerError::corrupt(&json, e));
     }
     let vocab = dir.join(VOCAB_JSON);
     let merges = dir.join(MERGES_TXT);
@@ -86,10 +91,32 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, TokenizerError> {
             dir: dir.to_path_buf(),
         });
     }
-    let config = read_optional_object(&dir.join(TOKENIZER_CONFIG_JSON))?;
-    let kind = slow_kind(&dir.join(TOKENIZER_CONFIG_JSON), config.as_ref())?;
+    let config_file = dir.join(TOKENIZER_CONFIG_JSON);
+    let config = read_optional_object(&config_file)?;
+    let kind = slow_kind(&config_file, config.as_ref())?;
     let mut tokenizer = build_bpe(&vocab, &merges, kind)?;
-    add_tokens(dir, config.as_ref(), &mut tokenizer)?;
+
+    let map_file = dir.join(SPECIAL_TOKENS_MAP_JSON);
+    let special_map = read_optional_object(&map_file)?;
+    let mut specials: Vec<AddedToken> = Vec::new();
+    for source in [config.as_ref(), special_map.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        collect_specials(source, &mut specials);
+    }
+    // As `PreTrainedTokenizerBase.from_pretrained`: the config's `added_tokens_decoder`
+    // wins over the legacy `added_tokens.json`.
+    let added = match config
+        .as_ref()
+        .and_then(|c| c.get("added_tokens_decoder"))
+        .and_then(Value::as_object)
+    {
+        Some(decoder) => added_from_config(&config_file, decoder)?,
+        None => added_from_file(&dir.join(ADDED_TOKENS_JSON), &specials)?,
+    };
+    add_at_their_ids(&mut tokenizer, added)?;
+    add_specials(&mut tokenizer, specials, &map_file)?;
     Ok(tokenizer)
 }
 
@@ -109,30 +136,12 @@ fn slow_kind(file: &Path, config: Option<&Map<String, Value>>) -> Result<SlowKin
 }
 
 fn build_bpe(vocab: &Path, merges: &Path, kind: SlowKind) -> Result<Tokenizer, TokenizerError> {
-    // Parsed here first so that a damaged vocabulary is reported by its own name.
-    let vocab_json = read_json(vocab)?;
-    if !vocab_json
-        .as_object()
-        .is_some_and(|m| m.values().all(Value::is_u64))
-    {
-        return Err(TokenizerError::Corrupt {
-            file: vocab.to_path_buf(),
-            detail: "expected an object mapping tokens to ids".into(),
-        });
-    }
-    let (Some(vocab_str), Some(merges_str)) = (vocab.to_str(), merges.to_str()) else {
-        return Err(TokenizerError::Read {
-            file: vocab.to_path_buf(),
-            source: std::io::Error::other("the folder's path is not valid UTF-8"),
-        });
-    };
-    let bpe =
-        BPE::from_file(vocab_str, merges_str)
-            .build()
-            .map_err(|e| TokenizerError::Corrupt {
-                file: merges.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+    let vocab_map = read_vocab(vocab)?;
+    let merge_list = read_merges(merges)?;
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab_map, merge_list)
+        .build()
+        .map_err(|e| TokenizerError::corrupt(merges, e))?;
     let mut tokenizer = Tokenizer::new(bpe);
     match kind {
         SlowKind::Gpt2 => {
@@ -144,18 +153,12 @@ fn build_bpe(vocab: &Path, merges: &Path, kind: SlowKind) -> Result<Tokenizer, T
                 SplitDelimiterBehavior::Isolated,
                 false,
             )
-            .map_err(|e| TokenizerError::Corrupt {
-                file: vocab.to_path_buf(),
-                detail: e.to_string(),
-            })?;
+            .map_err(|e| TokenizerError::corrupt(vocab, e))?;
             let pre: Vec<PreTokenizerWrapper> =
                 vec![split.into(), ByteLevel::new(false, true, false).into()];
             tokenizer
                 .with_normalizer(Some(NFC))
-                .map_err(|e| TokenizerError::Corrupt {
-                    file: vocab.to_path_buf(),
-                    detail: e.to_string(),
-                })?;
+                .map_err(|e| TokenizerError::corrupt(vocab, e))?;
             tokenizer.with_pre_tokenizer(Some(Sequence::new(pre)));
         }
     }
@@ -164,90 +167,133 @@ fn build_bpe(vocab: &Path, merges: &Path, kind: SlowKind) -> Result<Tokenizer, T
     Ok(tokenizer)
 }
 
-/// Adds the added and special tokens the way `PreTrainedTokenizerBase.from_pretrained`
-/// does: `tokenizer_config.json`'s `added_tokens_decoder` if present, otherwise
-/// `added_tokens.json` (special when also named in `special_tokens_map.json`); then the
-/// named special tokens not added yet (new ids only for those missing from the vocabulary).
-fn add_tokens(
-    dir: &Path,
-    config: Option<&Map<String, Value>>,
-    tokenizer: &mut Tokenizer,
-) -> Result<(), TokenizerError> {
-    let map_file = dir.join(SPECIAL_TOKENS_MAP_JSON);
-    let special_map = read_optional_object(&map_file)?;
-    let mut specials: Vec<AddedToken> = Vec::new();
-    for source in [config, special_map.as_ref()].into_iter().flatten() {
-        collect_specials(source, &mut specials);
-    }
-
-    let config_file = dir.join(TOKENIZER_CONFIG_JSON);
-    let added: Vec<(u32, AddedToken, PathBuf)> = match config
-        .and_then(|c| c.get("added_tokens_decoder"))
-        .and_then(Value::as_object)
-    {
-        Some(decoder) => {
-            let mut out = Vec::with_capacity(decoder.len());
-            for (id, token) in decoder {
-                let corrupt = |detail: String| TokenizerError::Corrupt {
-                    file: config_file.clone(),
-                    detail,
-                };
-                let id: u32 = id
-                    .parse()
-                    .map_err(|_| corrupt(format!("added token id {id:?} is not a number")))?;
-                let token = added_token_from_json(token, false)
-                    .ok_or_else(|| corrupt(format!("added token {id} has no \"content\"")))?;
-                out.push((id, token, config_file.clone()));
-            }
-            out
-        }
-        None => {
-            let file = dir.join(ADDED_TOKENS_JSON);
-            let mut out = Vec::new();
-            if let Some(map) = read_optional_object(&file)? {
-                for (content, id) in map {
-                    let id = id
-                        .as_u64()
-                        .and_then(|id| u32::try_from(id).ok())
-                        .ok_or_else(|| TokenizerError::Corrupt {
-                            file: file.clone(),
-                            detail: format!("the id of {content:?} is not a number"),
-                        })?;
-                    let special = specials.iter().any(|s| s.content == *content);
-                    let token = AddedToken::from(content.clone(), special).normalized(!special);
-                    out.push((id, token, file.clone()));
-                }
-            }
-            out
-        }
+fn read_vocab(file: &Path) -> Result<Vocab, TokenizerError> {
+    let Value::Object(map) = read_json(file)? else {
+        return Err(TokenizerError::corrupt(
+            file,
+            "expected an object mapping tokens to ids",
+        ));
     };
+    map.into_iter()
+        .map(
+            |(token, id)| match id.as_u64().and_then(|id| u32::try_from(id).ok()) {
+                Some(id) => Ok((token, id)),
+                None => Err(TokenizerError::corrupt(
+                    file,
+                    format!("the id of {token:?} is not a number"),
+                )),
+            },
+        )
+        .collect()
+}
 
-    let mut added = added;
-    added.sort_by_key(|(id, _, _)| *id);
-    for (id, token, file) in added {
+/// `merges.txt`: an optional `#version` line, then one `left right` pair per line.
+fn read_merges(file: &Path) -> Result<Merges, TokenizerError> {
+    let bytes = read(file)?;
+    let text = std::str::from_utf8(&bytes).map_err(|e| TokenizerError::corrupt(file, e))?;
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.starts_with("#version") && !line.is_empty())
+        .map(
+            |(index, line)| match line.split(' ').collect::<Vec<_>>()[..] {
+                [left, right] => Ok((left.to_owned(), right.to_owned())),
+                _ => Err(TokenizerError::corrupt(
+                    file,
+                    format!("line {} is not a pair of tokens: {line:?}", index + 1),
+                )),
+            },
+        )
+        .collect()
+}
+
+/// One added token with the id its file gives it.
+struct Added {
+    id: u32,
+    token: AddedToken,
+    file: PathBuf,
+}
+
+fn added_from_config(
+    file: &Path,
+    decoder: &Map<String, Value>,
+) -> Result<Vec<Added>, TokenizerError> {
+    decoder
+        .iter()
+        .map(|(id, token)| {
+            let id: u32 = id.parse().map_err(|_| {
+                TokenizerError::corrupt(file, format!("added token id {id:?} is not a number"))
+            })?;
+            let token = added_token_from_json(token, false).ok_or_else(|| {
+                TokenizerError::corrupt(file, format!("added token {id} has no \"content\""))
+            })?;
+            Ok(Added {
+                id,
+                token,
+                file: file.to_path_buf(),
+            })
+        })
+        .collect()
+}
+
+/// Legacy `added_tokens.json`: a token is special when a special-token key also names
+/// it, and only non-special ones are normalised.
+fn added_from_file(file: &Path, specials: &[AddedToken]) -> Result<Vec<Added>, TokenizerError> {
+    let Some(map) = read_optional_object(file)? else {
+        return Ok(Vec::new());
+    };
+    map.into_iter()
+        .map(|(content, id)| {
+            let id = id
+                .as_u64()
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| {
+                    TokenizerError::corrupt(file, format!("the id of {content:?} is not a number"))
+                })?;
+            let special = specials.iter().any(|s| s.content == content);
+            let token = AddedToken::from(content, special).normalized(!special);
+            Ok(Added {
+                id,
+                token,
+                file: file.to_path_buf(),
+            })
+        })
+        .collect()
+}
+
+/// Adds tokens in id order, checking each lands on the id its file gives it (the model's
+/// embedding rows are laid out by those ids).
+fn add_at_their_ids(
+    tokenizer: &mut Tokenizer,
+    mut added: Vec<Added>,
+) -> Result<(), TokenizerError> {
+    added.sort_by_key(|a| a.id);
+    for Added { id, token, file } in added {
         let content = token.content.clone();
         let result = if token.special {
             tokenizer.add_special_tokens([token])
         } else {
             tokenizer.add_tokens([token])
         };
-        result.map_err(|e| TokenizerError::Corrupt {
-            file: file.clone(),
-            detail: e.to_string(),
-        })?;
+        result.map_err(|e| TokenizerError::corrupt(&file, e))?;
         let got = tokenizer.token_to_id(&content);
         if got != Some(id) {
-            return Err(TokenizerError::Corrupt {
-                file,
-                detail: format!(
-                    "it gives {content:?} id {id}, but the vocabulary puts it at {}",
-                    got.map_or("no id".to_owned(), |g| g.to_string())
-                ),
-            });
+            let got = got.map_or("no id".to_owned(), |g| g.to_string());
+            return Err(TokenizerError::corrupt(
+                &file,
+                format!("it gives {content:?} id {id}, but the vocabulary puts it at {got}"),
+            ));
         }
     }
-    // Named special tokens are matched whole in the text even when the base vocabulary
-    // already has them (GPT-2's "<|endoftext|>"); they keep their vocabulary id.
+    Ok(())
+}
+
+/// Named special tokens are matched whole in the text even when the base vocabulary
+/// already has them (GPT-2's "<|endoftext|>", which keeps its id); missing ones get new ids.
+fn add_specials(
+    tokenizer: &mut Tokenizer,
+    specials: Vec<AddedToken>,
+    file: &Path,
+) -> Result<(), TokenizerError> {
     let added_already = tokenizer.get_added_tokens_decoder();
     let specials: Vec<AddedToken> = specials
         .into_iter()
@@ -255,10 +301,7 @@ fn add_tokens(
         .collect();
     tokenizer
         .add_special_tokens(specials)
-        .map_err(|e| TokenizerError::Corrupt {
-            file: map_file,
-            detail: e.to_string(),
-        })?;
+        .map_err(|e| TokenizerError::corrupt(file, e))?;
     Ok(())
 }
 
@@ -311,10 +354,7 @@ fn read(file: &Path) -> Result<Vec<u8>, TokenizerError> {
 }
 
 fn read_json(file: &Path) -> Result<Value, TokenizerError> {
-    serde_json::from_slice(&read(file)?).map_err(|e| TokenizerError::Corrupt {
-        file: file.to_path_buf(),
-        detail: e.to_string(),
-    })
+    serde_json::from_slice(&read(file)?).map_err(|e| TokenizerError::corrupt(file, e))
 }
 
 /// Reads a JSON object file that a model folder may leave out.
@@ -324,9 +364,6 @@ fn read_optional_object(file: &Path) -> Result<Option<Map<String, Value>>, Token
     }
     match read_json(file)? {
         Value::Object(map) => Ok(Some(map)),
-        _ => Err(TokenizerError::Corrupt {
-            file: file.to_path_buf(),
-            detail: "expected a JSON object".into(),
-        }),
+        _ => Err(TokenizerError::corrupt(file, "expected a JSON object")),
     }
 }
