@@ -1,6 +1,7 @@
 //! Our decode + preprocess against PIL's, on references made by
 //! fixtures/make_resize_refs.py (Imp's pipeline: convert("RGB"), expand2square,
-//! Image.resize(BICUBIC)).
+//! Image.resize(BICUBIC), horizontal pass first as Pillow <= 12 does; `tall_square_196`
+//! is a case where Pillow 13 would go vertical first and differ).
 
 use std::path::{Path, PathBuf};
 

@@ -2,6 +2,12 @@
 //! a = -0.5, support widened by the scale when shrinking (antialiasing), coefficients in
 //! 22-bit fixed point, the horizontal pass before the vertical one, and each pass
 //! rounded and clamped to `u8`.
+//!
+//! Written out rather than taken from `fast_image_resize`: its CatmullRom convolution
+//! uses 16-bit coefficients and matched PIL on only 79-98% of values (up to 16 apart)
+//! on real photos and screenshots. The pass order is Pillow <= 12's, which Imp was
+//! trained with; Pillow 13 runs the vertical pass first when the height shrinks more
+//! (python-pillow/Pillow#9549), which rounds the intermediate image differently.
 
 use ::image::RgbImage;
 
@@ -148,4 +154,37 @@ pub(crate) fn resize_bicubic(img: &RgbImage, width: u32, height: u32) -> RgbImag
     }
     RgbImage::from_raw(width, height, pixels.into_owned())
         .unwrap_or_else(|| unreachable!("both passes produce width * height * 3 bytes"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ::image::Rgb;
+
+    #[test]
+    fn flat_colour_stays_flat_up_and_down() {
+        let img = RgbImage::from_pixel(37, 91, Rgb([12, 200, 255]));
+        for (w, h) in [(384, 384), (196, 196), (5, 300)] {
+            let out = resize_bicubic(&img, w, h);
+            assert_eq!(out.dimensions(), (w, h));
+            assert!(out.pixels().all(|p| p.0 == [12, 200, 255]), "{w}x{h}");
+        }
+    }
+
+    #[test]
+    fn same_size_is_a_copy() {
+        let img = RgbImage::from_fn(9, 4, |x, y| Rgb([x as u8 * 20, y as u8 * 50, 7]));
+        assert_eq!(resize_bicubic(&img, 9, 4), img);
+    }
+
+    #[test]
+    fn overshoot_is_clamped_at_hard_edges() {
+        // Bicubic rings past a black/white edge; PIL clamps each pass to 0..=255.
+        let img = RgbImage::from_fn(8, 1, |x, _| if x < 4 { Rgb([0; 3]) } else { Rgb([255; 3]) });
+        let out = resize_bicubic(&img, 20, 1);
+        let row: Vec<u8> = out.pixels().map(|p| p.0[0]).collect();
+        assert_eq!(row.first(), Some(&0));
+        assert_eq!(row.last(), Some(&255));
+        assert!(row.windows(2).any(|w| w[0] == 0 && w[1] == 0), "{row:?}");
+    }
 }
