@@ -171,6 +171,9 @@ fn too_large_message(dimensions: Option<(u32, u32)>, limits: &DecodeLimits) -> S
 /// Decodes an image file: sniffs the format from the bytes, rejects oversized images
 /// before allocating their pixels, applies the EXIF orientation, and converts to RGB
 /// dropping any alpha (as PIL's `convert("RGB")`). GIFs give their first frame.
+///
+/// Imp's Python (`Image.open(..).convert("RGB")`) ignores EXIF orientation; it is applied
+/// here so that the model sees a phone photo the way the user does.
 pub fn decode(bytes: &[u8], limits: &DecodeLimits) -> Result<DecodedImage, ImageError> {
     if bytes.is_empty() {
         return Err(ImageError::Empty);
