@@ -5,7 +5,9 @@
 //! [`Session::generate`], which streams [`GenerationEvent`]s.
 
 pub mod linear;
+pub mod projector;
 pub mod request;
+pub mod vision;
 
 pub use request::{
     CancelToken, ChatMessage, GenerateRequest, GenerationEvent, GenerationStats, ImageBytes, Role,

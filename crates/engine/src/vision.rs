@@ -1,0 +1,597 @@
+//! Imp's vision tower: SigLIP truncated as `imp_llava`'s `SiglipVisionTower` does it.
+//!
+//! Imp drops every encoder layer after `mm_vision_select_layer` (−2: the last one), the
+//! post-layernorm and the attention-pooling head, and feeds the projector the hidden
+//! state of the last kept layer for every patch (SigLIP has no CLS token).
+
+use candle_core::{bail, DType, Module, Result, Tensor};
+use candle_nn::{LayerNorm, VarBuilder};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::linear::Linear;
+
+/// The activation inside the tower's MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VisionAct {
+    /// Tanh-approximated GELU, what SigLIP uses.
+    #[serde(rename = "gelu_pytorch_tanh", alias = "gelu_new", alias = "gelu_fast")]
+    GeluTanh,
+    /// Exact (erf) GELU.
+    #[serde(rename = "gelu")]
+    GeluErf,
+}
+
+impl VisionAct {
+    fn apply(self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            VisionAct::GeluTanh => xs.gelu(),
+            VisionAct::GeluErf => xs.gelu_erf(),
+        }
+    }
+}
+
+/// What the vision tower needs to know; `num_layers` counts the layers Imp **keeps**.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VisionConfig {
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_attention_heads: usize,
+    pub num_layers: usize,
+    pub image_size: usize,
+    pub patch_size: usize,
+    pub layer_norm_eps: f64,
+    pub hidden_act: VisionAct,
+}
+
+/// The SigLIP block of an Imp `config.json` (`vision_tower_config`), as Hugging Face's
+/// `SiglipVisionConfig` writes it; absent keys take that class's defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct SiglipVisionBlock {
+    #[serde(default = "defaults::hidden_size")]
+    pub hidden_size: usize,
+    #[serde(default = "defaults::intermediate_size")]
+    pub intermediate_size: usize,
+    #[serde(default = "defaults::num_attention_heads")]
+    pub num_attention_heads: usize,
+    /// Layers of the base tower, before Imp drops the ones after the selected layer.
+    #[serde(default = "defaults::num_hidden_layers")]
+    pub num_hidden_layers: usize,
+    #[serde(default = "defaults::image_size")]
+    pub image_size: usize,
+    #[serde(default = "defaults::patch_size")]
+    pub patch_size: usize,
+    #[serde(default = "defaults::layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "defaults::hidden_act")]
+    pub hidden_act: VisionAct,
+    #[serde(default = "defaults::num_channels")]
+    pub num_channels: usize,
+}
+
+mod defaults {
+    use super::VisionAct;
+    pub fn hidden_size() -> usize {
+        768
+    }
+    pub fn intermediate_size() -> usize {
+        3072
+    }
+    pub fn num_attention_heads() -> usize {
+        12
+    }
+    pub fn num_hidden_layers() -> usize {
+        12
+    }
+    pub fn image_size() -> usize {
+        224
+    }
+    pub fn patch_size() -> usize {
+        16
+    }
+    pub fn layer_norm_eps() -> f64 {
+        1e-6
+    }
+    pub fn hidden_act() -> VisionAct {
+        VisionAct::GeluTanh
+    }
+    pub fn num_channels() -> usize {
+        3
+    }
+}
+
+/// Why `config.json` does not describe a vision tower this engine can run.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum VisionConfigError {
+    #[error(
+        "config.json has no vision tower settings (`vision_tower_config`) and its \
+         `mm_vision_tower` ({tower:?}) is not a SigLIP-so400m name; the checkpoint's \
+         config.json is incomplete or this is not an Imp model"
+    )]
+    Missing { tower: Option<String> },
+    #[error("config.json's `vision_tower_config` is malformed: {0}")]
+    Malformed(String),
+    #[error("config.json's vision tower settings are inconsistent: {0}")]
+    Inconsistent(String),
+    #[error(
+        "config.json's `mm_vision_select_layer` {select} does not select a layer of a \
+         {layers}-layer vision tower; Imp checkpoints use -2"
+    )]
+    SelectLayer { select: i64, layers: usize },
+    #[error(
+        "config.json's `mm_vision_select_feature` {0:?} is not supported; Imp checkpoints \
+         use \"patch\""
+    )]
+    SelectFeature(String),
+}
+
+impl VisionConfig {
+    /// SigLIP-so400m/14 truncated as Imp ships it (26 of 27 layers) at `image_size` px.
+    pub fn siglip_so400m(image_size: usize) -> Self {
+        Self {
+            hidden_size: 1152,
+            intermediate_size: 4304,
+            num_attention_heads: 16,
+            num_layers: 26,
+            image_size,
+            patch_size: 14,
+            layer_norm_eps: 1e-6,
+            hidden_act: VisionAct::GeluTanh,
+        }
+    }
+
+    /// Applies `mm_vision_select_layer` to the base tower: negative values count from the
+    /// end like Python's `hidden_states[select]` (−2 keeps all but the last layer).
+    pub fn from_block(
+        block: &SiglipVisionBlock,
+        select_layer: i64,
+    ) -> std::result::Result<Self, VisionConfigError> {
+        let base = block.num_hidden_layers;
+        let kept = if select_layer < 0 {
+            i64::try_from(base).unwrap_or(i64::MAX) + 1 + select_layer
+        } else {
+            select_layer
+        };
+        if kept < 1 || kept > i64::try_from(base).unwrap_or(i64::MAX) {
+            return Err(VisionConfigError::SelectLayer {
+                select: select_layer,
+                layers: base,
+            });
+        }
+        let config = Self {
+            hidden_size: block.hidden_size,
+            intermediate_size: block.intermediate_size,
+            num_attention_heads: block.num_attention_heads,
+            num_layers: kept as usize,
+            image_size: block.image_size,
+            patch_size: block.patch_size,
+            layer_norm_eps: block.layer_norm_eps,
+            hidden_act: block.hidden_act,
+        };
+        if block.num_channels != 3 {
+            return Err(VisionConfigError::Inconsistent(format!(
+                "num_channels is {}, expected 3 (RGB)",
+                block.num_channels
+            )));
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads the vision settings of a whole Imp `config.json`: the SigLIP block
+    /// (`vision_tower_config`, also accepted as `vision_config` or as a JSON string),
+    /// `mm_vision_select_layer` (default −2) and `mm_vision_select_feature` (must be
+    /// "patch"). Without a block, an `mm_vision_tower` such as
+    /// `google/siglip-so400m-patch14-384` selects the so400m preset.
+    pub fn from_imp_config(config: &Value) -> std::result::Result<Self, VisionConfigError> {
+        let select_layer = match config.get("mm_vision_select_layer") {
+            None | Some(Value::Null) => -2,
+            Some(v) => v.as_i64().ok_or_else(|| {
+                VisionConfigError::Malformed(format!(
+                    "mm_vision_select_layer is {v}, not an integer"
+                ))
+            })?,
+        };
+        match config
+            .get("mm_vision_select_feature")
+            .and_then(Value::as_str)
+        {
+            None | Some("patch") => {}
+            Some(other) => return Err(VisionConfigError::SelectFeature(other.to_string())),
+        }
+        let block = ["vision_tower_config", "vision_config"]
+            .iter()
+            .find_map(|key| config.get(*key).filter(|v| !v.is_null()));
+        match block {
+            Some(block) => {
+                let parsed: SiglipVisionBlock = match block {
+                    Value::String(text) => serde_json::from_str(text),
+                    other => serde_json::from_value(other.clone()),
+                }
+                .map_err(|e| VisionConfigError::Malformed(e.to_string()))?;
+                Self::from_block(&parsed, select_layer)
+            }
+            None => {
+                let tower = config.get("mm_vision_tower").and_then(Value::as_str);
+                let image_size = tower.and_then(so400m_image_size).ok_or_else(|| {
+                    VisionConfigError::Missing {
+                        tower: tower.map(str::to_string),
+                    }
+                })?;
+                let base = SiglipVisionBlock {
+                    num_hidden_layers: 27,
+                    ..SiglipVisionBlock::so400m(image_size)
+                };
+                Self::from_block(&base, select_layer)
+            }
+        }
+    }
+
+    /// Patches per image side (a "valid" convolution drops the remainder: 384 px → 27).
+    pub fn patches_per_side(&self) -> usize {
+        self.image_size / self.patch_size
+    }
+
+    /// Visual tokens per image.
+    pub fn num_patches(&self) -> usize {
+        self.patches_per_side() * self.patches_per_side()
+    }
+
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    fn validate(&self) -> std::result::Result<(), VisionConfigError> {
+        let bad = |what: String| Err(VisionConfigError::Inconsistent(what));
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            return bad(format!(
+                "hidden_size {} is not a multiple of num_attention_heads {}",
+                self.hidden_size, self.num_attention_heads
+            ));
+        }
+        if self.patch_size == 0 || self.image_size < self.patch_size {
+            return bad(format!(
+                "image_size {} is smaller than patch_size {}",
+                self.image_size, self.patch_size
+            ));
+        }
+        if self.intermediate_size == 0 {
+            return bad("intermediate_size is 0".to_string());
+        }
+        Ok(())
+    }
+}
+
+impl SiglipVisionBlock {
+    fn so400m(image_size: usize) -> Self {
+        Self {
+            hidden_size: 1152,
+            intermediate_size: 4304,
+            num_attention_heads: 16,
+            num_hidden_layers: 27,
+            image_size,
+            patch_size: 14,
+            layer_norm_eps: 1e-6,
+            hidden_act: VisionAct::GeluTanh,
+            num_channels: 3,
+        }
+    }
+}
+
+/// `…siglip-so400m-patch14-384` → 384.
+fn so400m_image_size(tower: &str) -> Option<usize> {
+    let name = tower.trim_end_matches('/');
+    let tail = name.split("so400m-patch14-").nth(1)?;
+    tail.split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Patchify + linear: the stride-`patch` "valid" convolution as one matmul.
+#[derive(Debug, Clone)]
+struct PatchEmbedding {
+    proj: Linear,
+    position: Tensor,
+    patch_size: usize,
+    image_size: usize,
+    per_side: usize,
+}
+
+impl PatchEmbedding {
+    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let (h, p) = (cfg.hidden_size, cfg.patch_size);
+        let conv = vb.pp("patch_embedding");
+        // Flattened in (channel, row, column) order, matching the patches below.
+        let weight = conv.get((h, 3, p, p), "weight")?.reshape((h, 3 * p * p))?;
+        let bias = conv.get(h, "bias")?;
+        let position = vb
+            .pp("position_embedding")
+            .get((cfg.num_patches(), h), "weight")?
+            .unsqueeze(0)?;
+        Ok(Self {
+            proj: Linear::dense(weight, Some(bias)),
+            position,
+            patch_size: p,
+            image_size: cfg.image_size,
+            per_side: cfg.patches_per_side(),
+        })
+    }
+
+    fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let (b, c, height, width) = pixel_values.dims4()?;
+        if c != 3 || height != self.image_size || width != self.image_size {
+            bail!(
+                "the vision tower expects pixel values of shape (batch, 3, {s}, {s}), got {:?}",
+                pixel_values.dims(),
+                s = self.image_size
+            );
+        }
+        let (n, p) = (self.per_side, self.patch_size);
+        let used = n * p;
+        let xs = pixel_values.narrow(2, 0, used)?.narrow(3, 0, used)?;
+        let patches = xs
+            .reshape((b, 3, n, p, n, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b, n * n, 3 * p * p))?;
+        self.proj.forward(&patches)?.broadcast_add(&self.position)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    out_proj: Linear,
+    heads: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(Self {
+            q_proj: Linear::load(h, h, true, vb.pp("q_proj"))?,
+            k_proj: Linear::load(h, h, true, vb.pp("k_proj"))?,
+            v_proj: Linear::load(h, h, true, vb.pp("v_proj"))?,
+            out_proj: Linear::load(h, h, true, vb.pp("out_proj"))?,
+            heads: cfg.num_attention_heads,
+            head_dim: cfg.head_dim(),
+            scale: (cfg.head_dim() as f64).powf(-0.5),
+        })
+    }
+
+    /// (B, N, hidden) → (B·heads, N, head_dim), contiguous for the batched matmul.
+    fn split_heads(&self, xs: &Tensor, b: usize, n: usize) -> Result<Tensor> {
+        xs.reshape((b, n, self.heads, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * self.heads, n, self.head_dim))
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, n, hidden) = xs.dims3()?;
+        let q = self.split_heads(&(self.q_proj.forward(xs)? * self.scale)?, b, n)?;
+        let k = self.split_heads(&self.k_proj.forward(xs)?, b, n)?;
+        let v = self.split_heads(&self.v_proj.forward(xs)?, b, n)?;
+        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
+        let out = weights
+            .matmul(&v)?
+            .reshape((b, self.heads, n, self.head_dim))?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b, n, hidden))?;
+        self.out_proj.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    act: VisionAct,
+}
+
+impl Mlp {
+    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            fc1: Linear::load(cfg.hidden_size, cfg.intermediate_size, true, vb.pp("fc1"))?,
+            fc2: Linear::load(cfg.intermediate_size, cfg.hidden_size, true, vb.pp("fc2"))?,
+            act: cfg.hidden_act,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.fc2.forward(&self.act.apply(&self.fc1.forward(xs)?)?)
+    }
+}
+
+/// Pre-LN encoder layer: `x + attn(ln1(x))`, then `x + mlp(ln2(x))`.
+#[derive(Debug, Clone)]
+struct EncoderLayer {
+    layer_norm1: LayerNorm,
+    self_attn: Attention,
+    layer_norm2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl EncoderLayer {
+    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let ln =
+            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp(name));
+        Ok(Self {
+            layer_norm1: ln("layer_norm1")?,
+            self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
+            layer_norm2: ln("layer_norm2")?,
+            mlp: Mlp::load(cfg, vb.pp("mlp"))?,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let attn = self.self_attn.forward(&self.layer_norm1.forward(xs)?)?;
+        let xs = (xs + attn)?;
+        let mlp = self.mlp.forward(&self.layer_norm2.forward(&xs)?)?;
+        xs + mlp
+    }
+}
+
+/// The truncated SigLIP tower: image → one feature row per patch.
+#[derive(Debug, Clone)]
+pub struct VisionTower {
+    embeddings: PatchEmbedding,
+    layers: Vec<EncoderLayer>,
+    config: VisionConfig,
+}
+
+impl VisionTower {
+    /// Loads the kept layers; `vb` points at the tower's `…vision_model` prefix
+    /// (`model.vision_tower.vision_tower.vision_model` or the old `transformer.…`).
+    pub fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+        let embeddings = PatchEmbedding::load(cfg, vb.pp("embeddings"))?;
+        let layers_vb = vb.pp("encoder").pp("layers");
+        let layers = (0..cfg.num_layers)
+            .map(|i| EncoderLayer::load(cfg, layers_vb.pp(i)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            config: cfg.clone(),
+        })
+    }
+
+    /// `pixel_values`: (B, 3, S, S), normalised to [−1, 1]. Returns (B, patches, hidden):
+    /// the hidden state after the last kept layer, without post-layernorm.
+    pub fn forward(&self, pixel_values: &Tensor) -> Result<Tensor> {
+        let dtype = self.embeddings.position.dtype();
+        let pixel_values = if pixel_values.dtype() == dtype {
+            pixel_values.clone()
+        } else {
+            pixel_values.to_dtype(dtype)?
+        };
+        let mut xs = self.embeddings.forward(&pixel_values)?;
+        for layer in &self.layers {
+            xs = layer.forward(&xs)?;
+        }
+        Ok(xs)
+    }
+
+    pub fn config(&self) -> &VisionConfig {
+        &self.config
+    }
+
+    /// The dtype the tower computes in (that of its weights).
+    pub fn dtype(&self) -> DType {
+        self.embeddings.position.dtype()
+    }
+}
+
+impl Module for VisionTower {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        VisionTower::forward(self, xs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn select_layer_minus_two_keeps_all_but_the_last_layer() {
+        let config = VisionConfig::from_imp_config(&json!({
+            "mm_vision_select_layer": -2,
+            "mm_vision_select_feature": "patch",
+            "vision_tower_config": {
+                "hidden_size": 1152, "intermediate_size": 4304, "num_attention_heads": 16,
+                "num_hidden_layers": 27, "image_size": 384, "patch_size": 14,
+                "layer_norm_eps": 1e-6, "hidden_act": "gelu_pytorch_tanh"
+            }
+        }))
+        .unwrap();
+        assert_eq!(config, VisionConfig::siglip_so400m(384));
+        assert_eq!(config.num_patches(), 729);
+    }
+
+    #[test]
+    fn a_config_without_a_block_falls_back_to_the_named_so400m_tower() {
+        let config = VisionConfig::from_imp_config(&json!({
+            "mm_vision_tower": "MILVLG/Imp-v1.5-3B-196/siglip-so400m-patch14-196",
+        }))
+        .unwrap();
+        assert_eq!(config, VisionConfig::siglip_so400m(196));
+        assert_eq!(config.num_patches(), 196);
+    }
+
+    #[test]
+    fn a_block_given_as_a_json_string_is_read() {
+        let config = VisionConfig::from_imp_config(&json!({
+            "vision_tower_config": "{\"image_size\": 28, \"patch_size\": 14, \"hidden_size\": 8, \"num_attention_heads\": 2, \"num_hidden_layers\": 3}",
+        }))
+        .unwrap();
+        assert_eq!(
+            (config.image_size, config.num_layers, config.num_patches()),
+            (28, 2, 4)
+        );
+    }
+
+    #[test]
+    fn unusable_settings_are_refused_with_the_key_named() {
+        let no_tower = VisionConfig::from_imp_config(&json!({"model_type": "imp"})).unwrap_err();
+        assert!(matches!(
+            no_tower,
+            VisionConfigError::Missing { tower: None }
+        ));
+        let feature = VisionConfig::from_imp_config(&json!({
+            "mm_vision_select_feature": "cls_patch",
+            "mm_vision_tower": "google/siglip-so400m-patch14-384",
+        }))
+        .unwrap_err();
+        assert!(feature.to_string().contains("mm_vision_select_feature"));
+        let layer = VisionConfig::from_imp_config(&json!({
+            "mm_vision_select_layer": -30,
+            "mm_vision_tower": "google/siglip-so400m-patch14-384",
+        }))
+        .unwrap_err();
+        assert_eq!(
+            layer,
+            VisionConfigError::SelectLayer {
+                select: -30,
+                layers: 27
+            }
+        );
+        let act = VisionConfig::from_imp_config(&json!({
+            "vision_tower_config": {"hidden_act": "relu6"},
+        }))
+        .unwrap_err();
+        assert!(matches!(act, VisionConfigError::Malformed(m) if m.contains("relu6")));
+        let heads = VisionConfig::from_imp_config(&json!({
+            "vision_tower_config": {"hidden_size": 10, "num_attention_heads": 3},
+        }))
+        .unwrap_err();
+        assert!(heads.to_string().contains("num_attention_heads"));
+    }
+
+    #[test]
+    fn wrong_image_size_is_an_error_not_a_panic() {
+        let cfg = VisionConfig {
+            hidden_size: 8,
+            intermediate_size: 16,
+            num_attention_heads: 2,
+            num_layers: 1,
+            image_size: 28,
+            patch_size: 14,
+            layer_norm_eps: 1e-6,
+            hidden_act: VisionAct::GeluTanh,
+        };
+        let vb = VarBuilder::zeros(DType::F32, &candle_core::Device::Cpu);
+        let tower = VisionTower::load(&cfg, vb).unwrap();
+        let ok = Tensor::zeros((2, 3, 28, 28), DType::F32, &candle_core::Device::Cpu).unwrap();
+        assert_eq!(tower.forward(&ok).unwrap().dims(), &[2, 4, 8]);
+        let wrong = Tensor::zeros((1, 3, 42, 42), DType::F32, &candle_core::Device::Cpu).unwrap();
+        let err = tower.forward(&wrong).unwrap_err().to_string();
+        assert!(err.contains("(batch, 3, 28, 28)"), "{err}");
+    }
+}
