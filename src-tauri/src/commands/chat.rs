@@ -1,0 +1,127 @@
+//! Asking, regenerating, editing and continuing: each creates the answer's rows in the
+//! store and streams the answer over `onEvent` (see `generation`).
+
+use impchat_store::{MessageStatus, Role};
+use tauri::ipc::Channel;
+use tauri::State;
+
+use crate::dto::StreamEvent;
+use crate::error::{AppError, AppResult};
+use crate::generation::{self, AnswerRows};
+use crate::state::AppState;
+
+#[tauri::command]
+pub async fn send_message(
+    state: State<'_, AppState>,
+    conversation_id: String,
+    text: String,
+    image_tokens: Vec<String>,
+    on_event: Channel<StreamEvent>,
+) -> AppResult<MessageStatus> {
+    let (busy, model) = generation::begin(&state)?;
+    let images = state.staging.resolve(&image_tokens)?;
+    if text.trim().is_empty() && images.is_empty() {
+        return Err(AppError::invalid(
+            "the message is empty; type a question or attach an image",
+        ));
+    }
+    let rows = {
+        let store = state.store();
+        let parent = store.current_leaf(&conversation_id)?;
+        let shas: Vec<String> = images.into_iter().map(|image| image.sha256).collect();
+        let user = store.add_user_message(&conversation_id, parent.as_deref(), &text, &shas)?;
+        let assistant = store.begin_assistant(&conversation_id, &user)?;
+        AnswerRows {
+            user_message_id: user,
+            assistant_message_id: assistant,
+        }
+    };
+    state.staging.release(&image_tokens);
+    generation::run(&state, &busy, &model, &conversation_id, rows, on_event).await
+}
+
+/// Another answer to the same question, as a sibling of `message_id` (an answer).
+#[tauri::command]
+pub async fn regenerate(
+    state: State<'_, AppState>,
+    conversation_id: String,
+    message_id: String,
+    on_event: Channel<StreamEvent>,
+) -> AppResult<MessageStatus> {
+    let (busy, model) = generation::begin(&state)?;
+    let rows = {
+        let store = state.store();
+        let answer = store.message(&message_id)?;
+        let question = match (answer.role, answer.parent_id) {
+            (Role::Assistant, Some(parent)) => parent,
+            _ => {
+                return Err(AppError::invalid(
+                    "only an answer can be regenerated; pick an answer",
+                ))
+            }
+        };
+        let assistant = store.begin_assistant(&conversation_id, &question)?;
+        AnswerRows {
+            user_message_id: question,
+            assistant_message_id: assistant,
+        }
+    };
+    generation::run(&state, &busy, &model, &conversation_id, rows, on_event).await
+}
+
+/// A new version of the user message `message_id` (same images), answered afresh.
+#[tauri::command]
+pub async fn edit_and_resend(
+    state: State<'_, AppState>,
+    conversation_id: String,
+    message_id: String,
+    text: String,
+    on_event: Channel<StreamEvent>,
+) -> AppResult<MessageStatus> {
+    let (busy, model) = generation::begin(&state)?;
+    let rows = {
+        let store = state.store();
+        let original = store.message(&message_id)?;
+        if original.role != Role::User {
+            return Err(AppError::invalid(
+                "only your own messages can be edited; pick a question",
+            ));
+        }
+        if text.trim().is_empty() && original.images.is_empty() {
+            return Err(AppError::invalid("the message is empty; type a question"));
+        }
+        let shas: Vec<String> = original
+            .images
+            .into_iter()
+            .map(|image| image.sha256)
+            .collect();
+        let user = store.add_user_message(
+            &conversation_id,
+            original.parent_id.as_deref(),
+            &text,
+            &shas,
+        )?;
+        let assistant = store.begin_assistant(&conversation_id, &user)?;
+        AnswerRows {
+            user_message_id: user,
+            assistant_message_id: assistant,
+        }
+    };
+    generation::run(&state, &busy, &model, &conversation_id, rows, on_event).await
+}
+
+/// Would let the model carry on writing the latest answer `message_id`. The engine only
+/// answers conversations that end with a user message, so this is refused before anything
+/// is changed.
+#[tauri::command]
+pub fn continue_message() -> AppResult<MessageStatus> {
+    Err(AppError::invalid(
+        "continuing an answer is not supported yet; regenerate it with a larger maximum answer length in the chat settings instead",
+    ))
+}
+
+/// Stops the answer being written; the model notices before its next token.
+#[tauri::command]
+pub fn stop_generation(state: State<'_, AppState>) {
+    state.stop_generation();
+}

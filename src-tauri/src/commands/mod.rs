@@ -1,0 +1,7 @@
+//! The IPC commands of docs/ipc.md, grouped as the table there.
+
+pub mod chat;
+pub mod conversations;
+pub mod images;
+pub mod model;
+pub mod settings;
