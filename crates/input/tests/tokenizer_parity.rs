@@ -190,3 +190,13 @@ fn sentencepiece_classes_need_tokenizer_json() {
     );
     assert!(err.to_string().contains("tokenizer.json"));
 }
+
+#[test]
+fn config_added_tokens_decoder_wins_over_added_tokens_json() {
+    check_against_transformers("codegen_config");
+    let tok = load_tokenizer(&fixtures().join("codegen_config")).unwrap();
+    // The stale added_tokens.json is ignored, as transformers ignores it.
+    assert_eq!(tok.token_to_id("<stale>"), None);
+    let image = tok.token_to_id("<image>").unwrap();
+    assert!(tok.get_added_tokens_decoder()[&image].special);
+}
