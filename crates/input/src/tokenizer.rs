@@ -82,7 +82,15 @@ enum SlowKind {
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let json = dir.join(TOKENIZER_JSON);
     if json.is_file() {
-        return Tokenizer::from_bytes(read(&json)?).map_err(|e| TokenizerError::corrupt(&json, e));
+        let mut tokenizer =
+            Tokenizer::from_bytes(read(&json)?).map_err(|e| TokenizerError::corrupt(&json, e))?;
+        // Prompts are tokenised whole: a saved truncation or padding setting would cut or
+        // pad them silently.
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| TokenizerError::corrupt(&json, e))?;
+        tokenizer.with_padding(None);
+        return Ok(tokenizer);
     }
     let vocab = dir.join(VOCAB_JSON);
     let merges = dir.join(MERGES_TXT);

@@ -200,3 +200,27 @@ fn config_added_tokens_decoder_wins_over_added_tokens_json() {
     let image = tok.token_to_id("<image>").unwrap();
     assert!(tok.get_added_tokens_decoder()[&image].special);
 }
+
+#[test]
+fn saved_truncation_and_padding_are_not_applied_to_prompts() {
+    let mut built = load_tokenizer(&fixtures().join("codegen")).unwrap();
+    built
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: 3,
+            ..Default::default()
+        }))
+        .unwrap();
+    built.with_padding(Some(tokenizers::PaddingParams {
+        strategy: tokenizers::PaddingStrategy::Fixed(64),
+        ..Default::default()
+    }));
+    let dir = tempfile::tempdir().unwrap();
+    built
+        .save(dir.path().join("tokenizer.json"), false)
+        .unwrap();
+    let loaded = load_tokenizer(dir.path()).unwrap();
+    let long = "The quick brown fox jumps over the lazy dog.";
+    let ids = loaded.encode(long, true).unwrap().get_ids().to_vec();
+    assert!(ids.len() > 3 && ids.len() < 64, "{}", ids.len());
+    assert_eq!(loaded.decode(&ids, false).unwrap(), long);
+}
