@@ -177,5 +177,8 @@ fn backup(conn: &Connection, backups_dir: &Path, version: i64) -> Result<PathBuf
         .map_err(|e| StoreError::io("create the backup folder", backups_dir, e))?;
     let path = backups_dir.join(format!("impchat-v{version}-{}.db", now_ms()));
     conn.backup(MAIN_DB, &path, None::<fn(rusqlite::backup::Progress)>)?;
+    // The copy inherits WAL mode; make it one self-contained file.
+    let copy = Connection::open(&path)?;
+    let _: String = copy.query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))?;
     Ok(path)
 }

@@ -2,6 +2,7 @@
 //! recovery of answers that were streaming when the app died.
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -119,13 +120,13 @@ impl Store {
     }
 }
 
-/// Opens the file, applies the connection settings and runs `quick_check`.
+/// Opens the file and runs `quick_check`, refuses a database from a newer
+/// app, then applies the connection settings (switching to WAL rewrites the
+/// header, so that comes last).
 fn open_checked(db_path: &Path) -> std::result::Result<Connection, Health> {
+    check_header(db_path)?;
     let conn = Connection::open(db_path).map_err(classify)?;
-    configure(&conn).map_err(|e| match e {
-        StoreError::Sqlite(e) => classify(e),
-        other => Health::Failed(other),
-    })?;
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
     let problems = pragma_lines(&conn, "quick_check").map_err(classify)?;
     if problems != ["ok"] {
         let mut reason = problems.into_iter().take(3).collect::<Vec<_>>().join("; ");
@@ -134,7 +135,46 @@ fn open_checked(db_path: &Path) -> std::result::Result<Connection, Health> {
         }
         return Err(Health::Damaged(reason));
     }
+    let found = schema::user_version(&conn).map_err(classify)?;
+    if found > schema::SCHEMA_VERSION {
+        return Err(Health::Failed(StoreError::NewerSchema {
+            path: db_path.to_path_buf(),
+            found,
+            supported: schema::SCHEMA_VERSION,
+        }));
+    }
+    configure(&conn).map_err(|e| match e {
+        StoreError::Sqlite(e) => classify(e),
+        other => Health::Failed(other),
+    })?;
     Ok(conn)
+}
+
+/// Refuses a file that is not SQLite before SQLite touches it: given a garbage
+/// main file SQLite may delete a `-wal` beside it, and that must be kept too.
+fn check_header(db_path: &Path) -> std::result::Result<(), Health> {
+    const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+    let mut file = match fs::File::open(db_path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            return Err(Health::Failed(StoreError::io(
+                "open the database",
+                db_path,
+                e,
+            )))
+        }
+    };
+    let mut header = Vec::with_capacity(MAGIC.len());
+    std::io::Read::by_ref(&mut file)
+        .take(MAGIC.len() as u64)
+        .read_to_end(&mut header)
+        .map_err(|e| Health::Failed(StoreError::io("read the database", db_path, e)))?;
+    if header.is_empty() || header == MAGIC {
+        Ok(())
+    } else {
+        Err(Health::Damaged("the file is not an SQLite database".into()))
+    }
 }
 
 fn classify(e: rusqlite::Error) -> Health {
