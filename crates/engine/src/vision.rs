@@ -243,7 +243,9 @@ impl VisionConfig {
 
     fn validate(&self) -> std::result::Result<(), VisionConfigError> {
         let bad = |what: String| Err(VisionConfigError::Inconsistent(what));
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return bad(format!(
                 "hidden_size {} is not a multiple of num_attention_heads {}",
                 self.hidden_size, self.num_attention_heads
