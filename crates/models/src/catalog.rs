@@ -5,7 +5,9 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::id::ModelId;
-use crate::memory::{estimate_file_bytes, estimate_ram, ModelShape, Quant, RamEstimate};
+use crate::memory::{
+    check_fit, estimate_file_bytes, estimate_ram, FitReport, ModelShape, Quant, RamEstimate,
+};
 
 const BUILTIN_CATALOG: &str = include_str!("../../../models/catalog.toml");
 
@@ -131,6 +133,13 @@ impl CatalogEntry {
 
     pub fn estimate_file_bytes(&self, quant: Quant) -> u64 {
         estimate_file_bytes(&self.shape, quant)
+    }
+
+    /// Fit verdict for the recommended quantization at its catalog context, against the
+    /// memory available now; `None` when the OS does not report available memory.
+    pub fn fit_now(&self) -> Option<FitReport> {
+        let option = self.recommended_quant()?;
+        check_fit(self.estimate_ram(option.quant, option.context_tokens).total)
     }
 }
 

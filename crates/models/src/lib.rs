@@ -35,6 +35,7 @@ pub use memory::{
     FitReport, ModelShape, Quant, RamEstimate, RuntimeAssumptions,
 };
 pub use store::{
-    default_models_dir, get_installed, list_installed, mark_used, model_dir, remove, staging_dir,
-    verify, FileProblem, InstalledModel, Listing, StoreError, UnreadableModel, VerifyReport,
+    default_models_dir, discard_partial_download, get_installed, list_installed, mark_used,
+    model_dir, partial_download_bytes, remove, staging_dir, verify, FileProblem, InstalledModel,
+    Listing, StoreError, UnreadableModel, VerifyReport,
 };

@@ -315,6 +315,25 @@ pub(crate) fn commit_staged(
     get_installed(models_dir, &manifest.id)
 }
 
+/// Bytes kept from an unfinished download of `id` (0 when there is none).
+pub fn partial_download_bytes(models_dir: &Path, id: &ModelId) -> u64 {
+    dir_size(&staging_dir(models_dir, id)).unwrap_or(0)
+}
+
+/// Deletes an unfinished download of `id`; returns the bytes freed.
+pub fn discard_partial_download(models_dir: &Path, id: &ModelId) -> Result<u64, StoreError> {
+    let staged = staging_dir(models_dir, id);
+    let bytes = partial_download_bytes(models_dir, id);
+    match fs::remove_dir_all(&staged) {
+        Ok(()) => {
+            let _ = fs::remove_dir(models_dir.join(STAGING_DIR));
+            Ok(bytes)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_error("cannot delete", &staged)(e)),
+    }
+}
+
 /// Refuses to start an install over an existing model.
 pub(crate) fn ensure_not_installed(models_dir: &Path, id: &ModelId) -> Result<(), StoreError> {
     let target = model_dir(models_dir, id);

@@ -238,6 +238,9 @@ fn cancelled_download_keeps_its_part_and_a_later_pull_resumes_it() {
         "part has {kept} bytes"
     );
 
+    let kept_total = impchat_models::partial_download_bytes(models.path(), &model_id());
+    assert!(kept_total >= kept, "staging reports {kept_total} bytes");
+
     server.clear_faults();
     let second = run(
         models.path(),
@@ -561,4 +564,60 @@ fn bad_requests_are_refused_before_any_network_use() {
         );
     }
     assert!(server.log().is_empty());
+}
+
+#[test]
+fn discarding_a_partial_download_frees_its_space() {
+    let files = tiny_checkpoint();
+    let server = HubServer::start(&files);
+    server.set_fault(
+        SHARD_2,
+        Fault::Status {
+            code: 500,
+            times: 1_000,
+        },
+    );
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut config = config(&server);
+    config.max_retries = 0;
+    let failed = run(
+        models.path(),
+        &config,
+        &request(&files),
+        &CancelToken::new(),
+    );
+    assert!(failed.result.is_err());
+    let kept = impchat_models::partial_download_bytes(models.path(), &model_id());
+    assert!(
+        kept > 0,
+        "the files that did arrive should be kept for a resume"
+    );
+    let freed = impchat_models::discard_partial_download(models.path(), &model_id())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(freed, kept);
+    assert!(!staging_dir(models.path(), &model_id()).exists());
+    assert_eq!(
+        impchat_models::partial_download_bytes(models.path(), &model_id()),
+        0
+    );
+}
+
+#[test]
+fn catalog_entries_become_pull_requests() {
+    let catalog = impchat_models::Catalog::builtin().unwrap_or_else(|e| panic!("{e}"));
+    let entry = catalog
+        .get("imp-v1.5-4b-phi3")
+        .unwrap_or_else(|| panic!("4B missing"));
+    let request = PullRequest::from_catalog(entry);
+    assert_eq!(request.repo, "MILVLG/Imp-v1.5-4B-Phi3");
+    assert_eq!(request.revision, entry.revision);
+    assert_eq!(request.catalog_id.as_ref(), Some(&entry.id));
+    assert_eq!(request.files.len(), entry.files.len());
+    let optional: Vec<&str> = request
+        .files
+        .iter()
+        .filter(|f| f.optional)
+        .map(|f| f.path.as_str())
+        .collect();
+    assert_eq!(optional, ["tokenizer_config.json"]);
 }

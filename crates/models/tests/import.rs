@@ -295,3 +295,24 @@ fn damaged_manifest_is_listed_as_unreadable_without_hiding_others() {
         .reason
         .contains("not a valid ImpChat model manifest"));
 }
+
+#[test]
+fn mark_used_moves_a_model_to_the_top_of_the_list() {
+    let source = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    checkpoint_in(source.path());
+    for name in ["alpha", "beta"] {
+        import_checkpoint(models.path(), source.path(), &id(name), &CancelToken::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let before = list_installed(models.path()).unwrap_or_else(|e| panic!("{e}"));
+    let order: Vec<&str> = before.models.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(order, ["alpha", "beta"]);
+    assert!(before.models.iter().all(|m| m.last_used_ms().is_none()));
+
+    impchat_models::mark_used(models.path(), &id("beta")).unwrap_or_else(|e| panic!("{e}"));
+    let after = list_installed(models.path()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(after.models[0].id.as_str(), "beta");
+    let used = after.models[0].last_used_ms().unwrap_or(0);
+    assert!(used >= after.models[0].manifest.installed_at_ms);
+}
