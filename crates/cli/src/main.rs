@@ -1,1 +1,66 @@
-fn main() {}
+//! `impchat`: ask an Imp model about images from a script, chat with it in the terminal,
+//! or serve it through an OpenAI-compatible HTTP API. Everything runs offline.
+
+mod ask;
+mod chat;
+mod exit;
+mod images;
+mod interrupt;
+mod model_args;
+mod save;
+mod serve;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    success
+  1    unexpected failure (the model computation failed, the port is taken, ...)
+  2    usage error (unknown flag, missing or empty question, ...)
+  3    the model could not be loaded
+  4    bad input (unreadable image, prompt too long for the model's context, ...)
+  130  interrupted with Ctrl+C";
+
+#[derive(Parser)]
+#[command(
+    name = "impchat",
+    version,
+    about = "Offline multimodal chat with Imp models: ask about images, chat, or serve an \
+             OpenAI-compatible API.",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Ask one question (optionally about images) and stream the answer to stdout.
+    #[command(after_help = EXIT_CODES)]
+    Ask(ask::AskArgs),
+    /// Chat in the terminal; /image PATH attaches an image, /help lists commands.
+    #[command(after_help = EXIT_CODES)]
+    Chat(chat::ChatArgs),
+    /// Serve the model over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions).
+    #[command(after_help = EXIT_CODES)]
+    Serve(serve::ServeArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return exit::report_usage(err),
+    };
+    let outcome = match cli.command {
+        Command::Ask(args) => ask::run(args),
+        Command::Chat(args) => chat::run(args),
+        Command::Serve(args) => serve::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(failure) => failure.report(),
+    }
+}
