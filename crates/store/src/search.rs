@@ -11,8 +11,6 @@ pub const MATCH_START: char = '\u{1}';
 pub const MATCH_END: char = '\u{2}';
 /// Words of context a snippet shows around the matches.
 const SNIPPET_TOKENS: i32 = 12;
-/// Title matches count this much more than a match in message text.
-const TITLE_WEIGHT: f64 = 2.0;
 
 /// Turns what the user typed into an FTS5 query that cannot be FTS syntax:
 /// every word becomes a quoted string (quotes doubled), all must match, and the
@@ -38,7 +36,9 @@ pub fn fts_query(input: &str) -> Option<String> {
 
 impl Store {
     /// The best `limit` matches for `input` among conversations not in the
-    /// trash; an empty input finds nothing.
+    /// trash: conversations whose title matches first, then messages, each by
+    /// bm25 relevance (scores of titles and messages are not comparable, so they
+    /// are not mixed). An empty input finds nothing.
     pub fn search(&self, input: &str, limit: usize) -> Result<Vec<SearchHit>> {
         let Some(query) = fts_query(input) else {
             return Ok(Vec::new());
@@ -46,7 +46,6 @@ impl Store {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut hits = self.search_titles(&query, limit)?;
         hits.extend(self.search_messages(&query, limit)?);
-        hits.sort_by(|a, b| b.rank.total_cmp(&a.rank));
         hits.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         Ok(hits)
     }
@@ -64,7 +63,7 @@ impl Store {
                 message_id: None,
                 title: row.get(1)?,
                 snippet: row.get(2)?,
-                rank: -row.get::<_, f64>(3)? * TITLE_WEIGHT,
+                rank: -row.get::<_, f64>(3)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

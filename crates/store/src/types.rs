@@ -144,7 +144,8 @@ pub struct SearchHit {
     pub title: String,
     /// Plain text with each match wrapped in `\u{1}` ... `\u{2}`.
     pub snippet: String,
-    /// Relevance, higher is better (negated SQLite bm25).
+    /// Relevance among hits of the same kind (title or message), higher is
+    /// better (negated SQLite bm25).
     pub rank: f64,
 }
 
