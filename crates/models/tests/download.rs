@@ -621,3 +621,37 @@ fn catalog_entries_become_pull_requests() {
         .collect();
     assert_eq!(optional, ["tokenizer_config.json"]);
 }
+
+#[test]
+fn expired_cdn_link_is_resolved_again() {
+    let files = tiny_checkpoint();
+    let server = HubServer::start(&files);
+    // The CDN refuses the signed link once, as when it expired mid-download.
+    server.set_fault(
+        SHARD_1,
+        Fault::Status {
+            code: 403,
+            times: 1,
+        },
+    );
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let run = run(
+        models.path(),
+        &config(&server),
+        &request(&files),
+        &CancelToken::new(),
+    );
+    run.result.unwrap_or_else(|e| panic!("{e}"));
+    let resolves = server
+        .log()
+        .into_iter()
+        .filter(|l| l.method == "HEAD" && l.file == SHARD_1)
+        .count();
+    assert_eq!(resolves, 2, "the hub was not asked for a fresh link");
+    let statuses: Vec<u16> = server
+        .downloads_of(SHARD_1)
+        .iter()
+        .map(|l| l.status)
+        .collect();
+    assert_eq!(statuses, [403, 200]);
+}

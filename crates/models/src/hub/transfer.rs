@@ -11,10 +11,20 @@ use crate::hashing::{digest_file, Digests};
 use super::config::HubConfig;
 use super::error::PullError;
 use super::remote::{
-    auth_for, gated, retry_or_fail, sleep_cancellable, status_outcome, Attempt, RemoteFile, Target,
+    auth_for, gated, resolve, retry_or_fail, sleep_cancellable, status_outcome, Attempt,
+    RemoteFile, Target,
 };
+use super::url::resolve_url;
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How a completed request ended.
+enum Step {
+    /// The `.part` holds every byte.
+    Complete,
+    /// The CDN refused a link that worked before: signed URLs expire, so ask the hub again.
+    LinkExpired,
+}
 
 /// Byte counters shared by all workers of one pull.
 #[derive(Default)]
@@ -79,7 +89,9 @@ pub(crate) struct Transfer<'a> {
 impl Transfer<'_> {
     /// Downloads (or resumes, or just re-checks) one file and returns its digests once it is
     /// verified and renamed into place inside the staging folder.
-    pub(crate) fn download(&self, remote: &RemoteFile) -> Result<Digests, PullError> {
+    pub(crate) fn download(&self, resolved: &RemoteFile) -> Result<Digests, PullError> {
+        let mut remote = resolved.clone();
+        let remote = &mut remote;
         let final_path = self.staged_root.join(&remote.path);
         let part = part_path(&final_path);
         if let Some(parent) = final_path.parent() {
@@ -106,8 +118,16 @@ impl Transfer<'_> {
             if self.stop.is_cancelled() {
                 return Err(PullError::Cancelled);
             }
-            match self.attempt(remote, &part, &mut accounted)? {
-                Attempt::Done(()) => break,
+            let outcome = match self.attempt(remote, &part, &mut accounted)? {
+                Attempt::Done(Step::Complete) => break,
+                Attempt::Done(Step::LinkExpired) => {
+                    self.refresh_link(remote)?;
+                    Attempt::Retry("the download link expired".to_string())
+                }
+                retry => retry,
+            };
+            match outcome {
+                Attempt::Done(_) => break,
                 Attempt::Retry(reason) => {
                     failures += 1;
                     if failures > self.config.max_retries {
@@ -143,7 +163,7 @@ impl Transfer<'_> {
         remote: &RemoteFile,
         part: &Path,
         accounted: &mut Accounted<'_>,
-    ) -> Result<Attempt<()>, PullError> {
+    ) -> Result<Attempt<Step>, PullError> {
         let mut offset = current_len(part);
         if offset > remote.size {
             remove_part(part)?;
@@ -151,7 +171,7 @@ impl Transfer<'_> {
         }
         accounted.set(offset);
         if offset == remote.size {
-            return Ok(Attempt::Done(()));
+            return Ok(Attempt::Done(Step::Complete));
         }
 
         let mut request = self
@@ -200,6 +220,9 @@ impl Transfer<'_> {
                     revision: self.target.revision.to_string(),
                     file: remote.path.clone(),
                 })
+            }
+            401 | 403 if self.is_storage_link(remote) => {
+                return Ok(Attempt::Done(Step::LinkExpired))
             }
             401 | 403 => return Err(gated(self.target, &remote.path, status)),
             _ => {
@@ -261,7 +284,44 @@ impl Transfer<'_> {
                 remote.size
             )));
         }
-        Ok(Attempt::Done(()))
+        Ok(Attempt::Done(Step::Complete))
+    }
+
+    /// True when the bytes come from where the hub redirected us (LFS storage / CDN), whose
+    /// signed links expire, rather than from the hub's own resolve URL.
+    fn is_storage_link(&self, remote: &RemoteFile) -> bool {
+        let hub_url = resolve_url(
+            &self.config.endpoint,
+            self.target.repo,
+            self.target.revision,
+            &remote.path,
+        );
+        remote.download_url != hub_url
+    }
+
+    /// Asks the hub for a fresh download URL; the file itself must not have changed.
+    fn refresh_link(&self, remote: &mut RemoteFile) -> Result<(), PullError> {
+        let fresh = resolve(
+            self.agent,
+            self.config,
+            self.target,
+            &remote.path,
+            self.stop,
+        )?
+        .ok_or_else(|| PullError::NotFound {
+            repo: self.target.repo.to_string(),
+            revision: self.target.revision.to_string(),
+            file: remote.path.clone(),
+        })?;
+        if fresh.digest != remote.digest || fresh.size != remote.size {
+            return Err(PullError::Protocol {
+                file: remote.path.clone(),
+                reason: "the file changed on the hub during the download; run the download again"
+                    .into(),
+            });
+        }
+        remote.download_url = fresh.download_url;
+        Ok(())
     }
 }
 
