@@ -81,6 +81,9 @@ pub struct RuntimeAssumptions {
     pub kv_bytes_per_element: f64,
     /// Bytes per vision weight once loaded; CPU kernels run the tower in f32.
     pub vision_bytes_per_weight: f64,
+    /// Bytes per LM weight when the 16-bit safetensors are loaded unquantized: the engine's
+    /// CPU path upcasts them to f32 (`var_builder(DType::F32, ..)` in crates/engine).
+    pub unquantized_lm_bytes_per_weight: f64,
     /// Runtime, tokenizer, decoded images and allocator slack.
     pub overhead_bytes: u64,
 }
@@ -90,6 +93,7 @@ impl Default for RuntimeAssumptions {
         Self {
             kv_bytes_per_element: 4.0,
             vision_bytes_per_weight: 4.0,
+            unquantized_lm_bytes_per_weight: 4.0,
             overhead_bytes: 300 * 1024 * 1024,
         }
     }
@@ -126,7 +130,13 @@ pub fn estimate_ram_with(
     assumptions: &RuntimeAssumptions,
 ) -> RamEstimate {
     let context = u64::from(context_tokens);
-    let weights = lm_weight_bytes(shape, quant)
+    let lm_weights = match quant {
+        Quant::F16 => {
+            (shape.lm_params as f64 * assumptions.unquantized_lm_bytes_per_weight).round() as u64
+        }
+        _ => lm_weight_bytes(shape, quant),
+    };
+    let weights = lm_weights
         + (shape.vision_params as f64 * assumptions.vision_bytes_per_weight).round() as u64;
 
     let kv_elements = 2
@@ -278,6 +288,16 @@ mod tests {
         // Phi-2 Q4_K_M GGUF is 1.79 GB; plus a 16-bit vision tower of 0.41 B weights.
         let file = estimate_file_bytes(&shape, Quant::Q4KM);
         assert!((2_550_000_000..2_660_000_000).contains(&file), "{file}");
+    }
+
+    #[test]
+    fn unquantized_checkpoint_is_held_in_f32() {
+        let estimate = estimate_ram(&phi2_imp(), Quant::F16, 2048);
+        assert_eq!(estimate.weights, (2_780_000_000 + 410_000_000) * 4);
+        assert_eq!(
+            estimate_file_bytes(&phi2_imp(), Quant::F16),
+            (2_780_000_000 + 410_000_000) * 2
+        );
     }
 
     #[test]
