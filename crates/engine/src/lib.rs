@@ -4,12 +4,24 @@
 //! the same small API: [`Model::load`], [`Model::info`], [`Model::new_session`] and
 //! [`Session::generate`], which streams [`GenerationEvent`]s.
 
+pub mod config;
+pub mod error;
 pub mod linear;
+pub mod lm;
+pub mod model;
 pub mod projector;
 pub mod request;
+pub mod sampler;
+pub mod session;
 pub mod vision;
+pub mod weights;
 
+pub use config::Family;
+pub use error::EngineError;
+pub use impchat_input::image::ImageAspect;
+pub use model::{ImagePreview, LoadOptions, Model, ModelInfo};
 pub use request::{
     CancelToken, ChatMessage, GenerateRequest, GenerationEvent, GenerationStats, ImageBytes, Role,
     SamplingParams, StopReason,
 };
+pub use session::Session;

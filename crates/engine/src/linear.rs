@@ -14,7 +14,10 @@ pub struct Linear {
 impl Linear {
     /// A dense layer from an `(out, in)` weight.
     pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { weight: QMatMul::Tensor(weight), bias }
+        Self {
+            weight: QMatMul::Tensor(weight),
+            bias,
+        }
     }
 
     /// A layer over any `QMatMul` (quantized or dense).
@@ -25,7 +28,11 @@ impl Linear {
     /// Loads `weight` (and `bias` when `with_bias`) of shape `(out_dim, in_dim)` from `vb`.
     pub fn load(in_dim: usize, out_dim: usize, with_bias: bool, vb: VarBuilder) -> Result<Self> {
         let weight = vb.get((out_dim, in_dim), "weight")?;
-        let bias = if with_bias { Some(vb.get(out_dim, "bias")?) } else { None };
+        let bias = if with_bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
         Ok(Self::dense(weight, bias))
     }
 

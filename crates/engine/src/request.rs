@@ -38,10 +38,18 @@ pub struct ChatMessage {
 
 impl ChatMessage {
     pub fn user(text: impl Into<String>) -> Self {
-        Self { role: Role::User, text: text.into(), images: Vec::new() }
+        Self {
+            role: Role::User,
+            text: text.into(),
+            images: Vec::new(),
+        }
     }
     pub fn assistant(text: impl Into<String>) -> Self {
-        Self { role: Role::Assistant, text: text.into(), images: Vec::new() }
+        Self {
+            role: Role::Assistant,
+            text: text.into(),
+            images: Vec::new(),
+        }
     }
     pub fn with_image(mut self, image: ImageBytes) -> Self {
         self.images.push(image);
@@ -134,11 +142,22 @@ pub struct GenerationStats {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", content = "data", rename_all = "snake_case")]
 pub enum GenerationEvent {
-    ImageEncoded { index: usize, ms: f64, cached: bool },
-    PromptProcessed { tokens: usize, ms: f64 },
+    ImageEncoded {
+        index: usize,
+        ms: f64,
+        cached: bool,
+    },
+    PromptProcessed {
+        tokens: usize,
+        ms: f64,
+    },
     /// A piece of text; never splits a UTF-8 character.
-    Token { text: String },
-    Done { stats: GenerationStats },
+    Token {
+        text: String,
+    },
+    Done {
+        stats: GenerationStats,
+    },
 }
 
 /// Stops a running generation from another thread; the generator checks it

@@ -1,0 +1,384 @@
+//! One conversation: its KV cache and exactly which tokens and image rows the cache
+//! holds, so a follow-up turn only computes what is new.
+
+use std::collections::HashMap;
+use std::sync::mpsc;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use impchat_input::detokenize::{StopMatcher, StopOutcome, TextStream};
+use impchat_input::splice::{self, PromptError, PromptPiece};
+use impchat_input::template::{self, Turn};
+use sha2::{Digest, Sha256};
+
+use crate::error::EngineError;
+use crate::lm::KvCache;
+use crate::model::{Inner, Model};
+use crate::request::{
+    CancelToken, GenerateRequest, GenerationEvent, GenerationStats, Role, StopReason,
+};
+use crate::sampler::Sampler;
+
+/// Prompts longer than this are prefilled in chunks, bounding the attention scratch memory.
+const PREFILL_CHUNK: usize = 512;
+
+pub(crate) type ImageDigest = [u8; 32];
+
+/// One sequence position: a text token, or one row of an image's features.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Token(u32),
+    ImageRow { image: ImageDigest, row: u32 },
+}
+
+/// A conversation with a model; owns its KV cache. `Send`, not shared.
+pub struct Session {
+    model: Model,
+    cache: KvCache,
+    /// Exactly the positions held by `cache`, in order.
+    cached: Vec<Slot>,
+    /// Projected features of the images of the last request, by content.
+    features: HashMap<ImageDigest, Tensor>,
+}
+
+/// The request turned into sequence positions, with the images it needs.
+pub(crate) struct Prompt {
+    pub slots: Vec<Slot>,
+    /// Image bytes and digest, in the order they appear.
+    pub images: Vec<(ImageDigest, std::sync::Arc<[u8]>)>,
+}
+
+impl Session {
+    pub(crate) fn new(model: Model) -> Self {
+        let layers = model.inner().lm.num_layers();
+        Self {
+            model,
+            cache: KvCache::new(layers),
+            cached: Vec::new(),
+            features: HashMap::new(),
+        }
+    }
+
+    /// Forgets the conversation (the next request is computed from scratch).
+    pub fn reset(&mut self) {
+        self.cache.clear();
+        self.cached.clear();
+        self.features.clear();
+    }
+
+    /// Answers the last user message of `req`, streaming events to `on_event`.
+    ///
+    /// If the conversation so far is already in this session's cache (a follow-up turn),
+    /// only the new part of the prompt is computed. Cancellation is checked before every
+    /// token and ends generation with [`StopReason::Cancelled`], not an error.
+    pub fn generate(
+        &mut self,
+        req: &GenerateRequest,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(GenerationEvent),
+    ) -> Result<GenerationStats, EngineError> {
+        let model = self.model.clone();
+        let inner = model.inner();
+        // The math runs on the model's CPU pool; events come back over a channel so that
+        // `on_event` is called on the caller's thread and need not be `Send`.
+        let (events, received) = mpsc::channel();
+        let result = std::thread::scope(|scope| {
+            let worker = scope.spawn(|| {
+                let mut send = |event| {
+                    // The receiver lives until this thread is joined.
+                    let _ = events.send(event);
+                };
+                let result = inner
+                    .runtime
+                    .run(|| self.generate_inner(inner, req, cancel, &mut send));
+                drop(events);
+                result
+            });
+            for event in received {
+                on_event(event);
+            }
+            match worker.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        });
+        if result.is_err() {
+            // The cache may hold a half-computed prompt; never reuse it.
+            self.reset();
+        }
+        result
+    }
+
+    fn generate_inner(
+        &mut self,
+        inner: &Inner,
+        req: &GenerateRequest,
+        cancel: &CancelToken,
+        on_event: &mut (dyn FnMut(GenerationEvent) + Send),
+    ) -> Result<GenerationStats, EngineError> {
+        let started = Instant::now();
+        let prompt = build_prompt(inner, req)?;
+        let limit = inner.info.context_length;
+        if prompt.slots.len() >= limit {
+            return Err(EngineError::ContextOverflow {
+                needed: prompt.slots.len() + 1,
+                per_image: inner.info.visual_tokens,
+                limit,
+            });
+        }
+
+        // Keep the cached prefix this prompt shares; at least the last position must be
+        // computed to get the logits for the first new token.
+        let shared = common_prefix(&self.cached, &prompt.slots).min(prompt.slots.len() - 1);
+        self.cache.truncate(shared);
+        self.cached.truncate(shared);
+
+        let mut stats = GenerationStats {
+            images: prompt.images.len(),
+            ..Default::default()
+        };
+        let mut features = HashMap::new();
+        for (index, (digest, bytes)) in prompt.images.iter().enumerate() {
+            if features.contains_key(digest) {
+                continue;
+            }
+            let needed = prompt.slots[shared..]
+                .iter()
+                .any(|s| matches!(s, Slot::ImageRow { image, .. } if image == digest));
+            let (tensor, ms, cached) = match self.features.get(digest) {
+                Some(tensor) => (Some(tensor.clone()), 0.0, true),
+                None if !needed => (None, 0.0, true),
+                None => {
+                    let (tensor, ms) = inner.encode_image(bytes, index)?;
+                    (Some(tensor), ms, false)
+                }
+            };
+            stats.image_encode_ms += ms;
+            on_event(GenerationEvent::ImageEncoded { index, ms, cached });
+            if let Some(tensor) = tensor {
+                features.insert(*digest, tensor);
+            }
+        }
+        self.features = features;
+
+        let prefill_started = Instant::now();
+        let suffix = &prompt.slots[shared..];
+        let mut logits = None;
+        for chunk in suffix.chunks(PREFILL_CHUNK) {
+            if cancel.is_cancelled() {
+                break;
+            }
+            let embeds = embed_slots(inner, &self.features, chunk)?;
+            let pos = self.cache.len();
+            logits = Some(
+                inner
+                    .lm
+                    .forward_embeds_last(&embeds, &mut self.cache, pos)?,
+            );
+            self.cached.extend_from_slice(chunk);
+        }
+        stats.prompt_tokens = prompt.slots.len();
+        stats.prompt_tokens_computed = suffix.len();
+        stats.prompt_ms = ms_since(prefill_started);
+        on_event(GenerationEvent::PromptProcessed {
+            tokens: suffix.len(),
+            ms: stats.prompt_ms,
+        });
+
+        let decode_started = Instant::now();
+        let mut history: Vec<u32> = prompt
+            .slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Token(t) => Some(*t),
+                Slot::ImageRow { .. } => None,
+            })
+            .collect();
+        let mut sampler = Sampler::new(&req.sampling);
+        let mut stream = TextStream::new(&inner.tokenizer, true);
+        let stops: Vec<String> = req
+            .stop
+            .iter()
+            .cloned()
+            .chain(inner.template.stop_strings().iter().map(|s| s.to_string()))
+            .collect();
+        let mut matcher = StopMatcher::new(stops);
+
+        let stop_reason = loop {
+            let Some(current) = logits.take() else {
+                break StopReason::Cancelled;
+            };
+            if cancel.is_cancelled() {
+                break StopReason::Cancelled;
+            }
+            if stats.generated_tokens >= req.max_new_tokens || self.cache.len() >= limit {
+                break StopReason::MaxTokens;
+            }
+            let token = sampler.sample(&current, &history)?;
+            if stats.generated_tokens == 0 {
+                stats.time_to_first_token_ms = ms_since(started);
+            }
+            if inner.eos_token_ids.contains(&token) {
+                break StopReason::EndOfTurn;
+            }
+            stats.generated_tokens += 1;
+            history.push(token);
+            let delta = stream
+                .push(token)
+                .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+            if let Some(delta) = delta {
+                match matcher.push(&delta) {
+                    StopOutcome::Emit(text) => emit(on_event, text),
+                    StopOutcome::Stopped { before } => {
+                        emit(on_event, before);
+                        break StopReason::StopString;
+                    }
+                }
+            }
+            let embeds = inner
+                .lm
+                .embed(&Tensor::new(&[token], &Device::Cpu)?.unsqueeze(0)?)?;
+            let pos = self.cache.len();
+            logits = Some(
+                inner
+                    .lm
+                    .forward_embeds_last(&embeds, &mut self.cache, pos)?,
+            );
+            self.cached.push(Slot::Token(token));
+        };
+
+        if stop_reason != StopReason::StopString {
+            let tail = stream
+                .finish()
+                .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+            let held = match tail.map(|t| matcher.push(&t)) {
+                Some(StopOutcome::Stopped { before }) => before,
+                Some(StopOutcome::Emit(text)) => text + &matcher.flush(),
+                None => matcher.flush(),
+            };
+            emit(on_event, held);
+        }
+
+        stats.decode_ms = ms_since(decode_started);
+        if stats.decode_ms > 0.0 {
+            stats.decode_tokens_per_s = stats.generated_tokens as f64 / (stats.decode_ms / 1000.0);
+        }
+        stats.stop_reason = Some(stop_reason);
+        on_event(GenerationEvent::Done {
+            stats: stats.clone(),
+        });
+        Ok(stats)
+    }
+}
+
+/// Input embeddings `(1, L, hidden)` for consecutive slots: text runs through the
+/// embedding table, image rows straight from the projected features.
+pub(crate) fn embed_slots(
+    inner: &Inner,
+    features: &HashMap<ImageDigest, Tensor>,
+    slots: &[Slot],
+) -> Result<Tensor, EngineError> {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < slots.len() {
+        match slots[i] {
+            Slot::Token(_) => {
+                let ids: Vec<u32> = slots[i..]
+                    .iter()
+                    .map_while(|s| match s {
+                        Slot::Token(t) => Some(*t),
+                        Slot::ImageRow { .. } => None,
+                    })
+                    .collect();
+                i += ids.len();
+                let ids = Tensor::new(ids.as_slice(), &Device::Cpu)?.unsqueeze(0)?;
+                parts.push(inner.lm.embed(&ids)?);
+            }
+            Slot::ImageRow { image, row } => {
+                let rows = slots[i..]
+                    .iter()
+                    .take_while(
+                        |s| matches!(s, Slot::ImageRow { image: other, .. } if *other == image),
+                    )
+                    .count();
+                i += rows;
+                let Some(features) = features.get(&image) else {
+                    return Err(EngineError::InvalidRequest("image features missing".into()));
+                };
+                parts.push(features.narrow(1, row as usize, rows)?);
+            }
+        }
+    }
+    Ok(Tensor::cat(&parts, 1)?)
+}
+
+/// Renders the conversation with the family's template, splits it at `<image>` and
+/// lays it out as sequence positions.
+pub(crate) fn build_prompt(inner: &Inner, req: &GenerateRequest) -> Result<Prompt, EngineError> {
+    let Some(last) = req.messages.last() else {
+        return Err(EngineError::EmptyPrompt);
+    };
+    if last.role != Role::User {
+        return Err(EngineError::InvalidRequest(
+            "the conversation must end with a user message".to_string(),
+        ));
+    }
+    if last.text.trim().is_empty() && last.images.is_empty() {
+        return Err(EngineError::EmptyPrompt);
+    }
+
+    let mut system = req.system.clone();
+    let mut turns = Vec::new();
+    let mut images = Vec::new();
+    for message in &req.messages {
+        match message.role {
+            Role::System => system = Some(message.text.clone()),
+            Role::User => {
+                turns.push(Turn::user(template::with_image_markers(
+                    &message.text,
+                    message.images.len(),
+                )));
+                for image in &message.images {
+                    let digest: ImageDigest = Sha256::digest(&image.0).into();
+                    images.push((digest, image.0.clone()));
+                }
+            }
+            Role::Assistant => turns.push(Turn::assistant(message.text.clone())),
+        }
+    }
+    let system = system.unwrap_or_else(|| inner.template.default_system().to_string());
+    let text = inner.template.render(&system, &turns);
+
+    let pieces = splice::tokenize_prompt(&inner.tokenizer, &text, images.len(), inner.bos_token_id)
+        .map_err(|e| match e {
+            PromptError::Empty => EngineError::EmptyPrompt,
+            PromptError::Tokenize(reason) => EngineError::Tokenizer(reason),
+            other => EngineError::InvalidRequest(other.to_string()),
+        })?;
+    let mut slots = Vec::new();
+    for piece in pieces {
+        match piece {
+            PromptPiece::Text(ids) => slots.extend(ids.into_iter().map(Slot::Token)),
+            PromptPiece::Image(index) => {
+                let image = images[index].0;
+                let rows = inner.info.visual_tokens as u32;
+                slots.extend((0..rows).map(|row| Slot::ImageRow { image, row }));
+            }
+        }
+    }
+    Ok(Prompt { slots, images })
+}
+
+fn emit(on_event: &mut (dyn FnMut(GenerationEvent) + Send), text: String) {
+    if !text.is_empty() {
+        on_event(GenerationEvent::Token { text });
+    }
+}
+
+fn common_prefix(a: &[Slot], b: &[Slot]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
