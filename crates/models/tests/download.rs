@@ -225,6 +225,11 @@ fn cancelled_download_keeps_its_part_and_a_later_pull_resumes_it() {
         "{:?}",
         first.result.as_ref().err()
     );
+    assert!(first
+        .result
+        .as_ref()
+        .err()
+        .is_some_and(PullError::can_resume));
     assert!(
         first.elapsed < Duration::from_secs(10),
         "cancel took {:?}",
@@ -654,4 +659,30 @@ fn expired_cdn_link_is_resolved_again() {
         .map(|l| l.status)
         .collect();
     assert_eq!(statuses, [403, 200]);
+}
+
+#[test]
+fn request_where_every_file_is_missing_installs_nothing() {
+    let files = tiny_checkpoint();
+    let server = HubServer::start(&files);
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let mut wanted = request(&files);
+    wanted.files = vec![WantedFile {
+        path: "not-there.json".into(),
+        optional: true,
+    }];
+    let result = run(
+        models.path(),
+        &config(&server),
+        &wanted,
+        &CancelToken::new(),
+    )
+    .result;
+    let message = result.map(|_| ()).unwrap_err().to_string();
+    assert!(
+        message.contains("none of the requested files exist"),
+        "{message}"
+    );
+    assert_nothing_installed(models.path());
+    assert!(!staging_dir(models.path(), &model_id()).exists());
 }

@@ -51,6 +51,14 @@ pub enum PullError {
 }
 
 impl PullError {
+    /// True when running the same download again can pick up where this one stopped.
+    pub fn can_resume(&self) -> bool {
+        matches!(
+            self,
+            PullError::Cancelled | PullError::Connection { .. } | PullError::HttpStatus { .. }
+        )
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> PullError {
         let path = path.into();
         move |source| PullError::Io { path, source }

@@ -160,7 +160,6 @@ fn run_pull(
     }
     ensure_not_installed(models_dir, &request.id)?;
     let staged = staging_dir(models_dir, &request.id);
-    fs::create_dir_all(&staged).map_err(PullError::io(&staged))?;
 
     let agent = config.agent();
     let target = Target {
@@ -169,6 +168,13 @@ fn run_pull(
     };
     let (remotes, skipped_optional) =
         resolve_all(&agent, config, &target, request, on_progress, cancel)?;
+    if remotes.is_empty() {
+        return Err(PullError::InvalidRequest(format!(
+            "none of the requested files exist in {} at {}",
+            request.repo, request.revision
+        )));
+    }
+    fs::create_dir_all(&staged).map_err(PullError::io(&staged))?;
     forget_other_revisions(&staged, &remotes)?;
 
     let counters = Counters::default();
