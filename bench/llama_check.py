@@ -156,6 +156,23 @@ class Decoder:
         return out, first
 
 
+def check_tokenizer(llm, meta):
+    """llama.cpp's own tokenizer and chat template against HF's ids and Imp's prompt."""
+    import jinja2  # installed with llama-cpp-python
+
+    text = meta["text"]
+    add_bos = llm.metadata.get("tokenizer.ggml.add_bos_token") == "true"
+    ids = llm.tokenize(text["prompt"].encode(), add_bos=add_bos, special=True)
+    same_ids = ids == text["prompt_ids"]
+    turns = [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "I am a small assistant."},
+             {"role": "user", "content": "Tell me a story."}]
+    rendered = jinja2.Environment().from_string(llm.metadata["tokenizer.chat_template"]).render(
+        messages=turns, add_generation_prompt=True)
+    same_prompt = rendered == text["prompt"]
+    print(f"    llama.cpp tokenizer gives HF's ids: {same_ids}; chat template renders Imp's prompt: {same_prompt}")
+    return same_ids and same_prompt
+
+
 def check_text(dec, ref, meta):
     ids = meta["text"]["prompt_ids"]
     want = ref["text.logits"]
@@ -269,13 +286,14 @@ def main():
                 failed = True
                 continue
             print(f"    llama.cpp loads {lm_path.name} ({lm_path.stat().st_size} bytes), n_vocab {llm.n_vocab()}")
+            tok_ok = check_tokenizer(llm, meta)
             dec = Decoder(llm)
             _, text_ok = check_text(dec, ref, meta)
             images_ok = all([check_image(dec, ref, meta, image) for image in meta["images"]])
             mm_ok = all([check_mmproj(llm, mmproj_path, ref, image, meta["images"][image]["image_tokens"]) for image in meta["images"]])
             if quant == "F16" and not (text_ok and images_ok):
                 failed = True
-            failed |= not mm_ok
+            failed |= not (mm_ok and tok_ok)
     sys.exit(1 if failed else 0)
 
 
