@@ -16,6 +16,13 @@ pub enum EngineError {
     MissingFile { path: PathBuf },
 
     #[error(
+        "{} is not a model folder; pick the folder of a Hugging Face Imp checkpoint \
+         (the one holding config.json)",
+        path.display()
+    )]
+    NotAFolder { path: PathBuf },
+
+    #[error(
         "weight shard {} listed in {} is missing; download the model again or copy every \
          model-*.safetensors file into the folder",
         shard.display(),

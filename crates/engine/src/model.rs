@@ -118,6 +118,11 @@ impl Model {
     /// Loads a Hugging Face Imp checkpoint folder (config.json, tokenizer files, safetensors).
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model, EngineError> {
         let dir = path.as_ref();
+        if dir.is_file() {
+            return Err(EngineError::NotAFolder {
+                path: dir.to_path_buf(),
+            });
+        }
         if !dir.is_dir() {
             return Err(EngineError::MissingFile {
                 path: dir.to_path_buf(),
@@ -369,4 +374,18 @@ fn load_language_model(
         LmConfig::Qwen2(c) => Box::new(Qwen2::load(c, vb)?),
         LmConfig::Phi3(c) => Box::new(Phi3::load(c, vb)?),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+    fn assert_send<T: Send>() {}
+
+    #[test]
+    fn models_are_shared_and_sessions_move_across_threads() {
+        assert_send_sync::<Model>();
+        assert_send::<Session>();
+    }
 }

@@ -223,3 +223,13 @@ fn preview_shows_the_exact_model_input() {
     // A portrait image padded to a square has grey bars left and right.
     assert_eq!(png.get_pixel(0, 28).0, [127, 127, 127]);
 }
+
+#[test]
+fn a_file_instead_of_a_folder_is_refused() {
+    let file = fixture("imp-v1-3b-old").join("model.safetensors");
+    let err = load_err(&file);
+    assert!(matches!(err, EngineError::NotAFolder { .. }), "{err:?}");
+    assert!(err.to_string().contains("config.json"), "{err}");
+    let err = load_err(&fixture("no-such-model"));
+    assert!(matches!(err, EngineError::MissingFile { .. }), "{err:?}");
+}
