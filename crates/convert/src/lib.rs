@@ -8,7 +8,16 @@
 //!   (`clip.projector_type = "mlp"`, `v.blk.N.*`, `mm.0` / `mm.2`).
 //!
 //! Tensors are read, converted and written one at a time (a few in parallel), so memory
-//! stays bounded by the largest tensors, not the model. See [`quant`] for the type mix.
+//! stays bounded by the largest tensors, not the model.
+//!
+//! Type mix ([`LmQuant`]), as llama.cpp's `llama-quantize` chooses (vendored llama.cpp 0c1e570):
+//! norms and biases stay F32; `Q4_K_M` is Q4_K with Q6_K for `output` and for `attn_v` /
+//! `attn_qkv` and `ffn_down` in the layers llama.cpp's `use_more_bits` picks (the first and
+//! last eighth and every third in between); `Q4_0` and `Q5_K` (= llama.cpp Q5_K_S) write
+//! `output` as Q6_K; `Q6_K`, `Q8_0`, `F16` are uniform. A matrix whose input width is not a
+//! whole number of blocks falls back to Q8_0 (block 32), or F16 when even that does not fit
+//! (llama.cpp would pick Q5_0/Q5_1, which candle runs only with scalar kernels on x86).
+//! The mmproj ([`VisionQuant`]) keeps the patch and position embeddings F16.
 
 mod checkpoint;
 mod config;
@@ -17,7 +26,7 @@ mod gguf;
 mod metadata;
 mod options;
 mod plan;
-pub mod quant;
+mod quant;
 mod vocab;
 
 use std::path::Path;

@@ -13,8 +13,6 @@ use crate::options::{LmQuant, VisionQuant};
 /// What a language-model tensor is, as far as the type choice cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LmRole {
-    /// Norm weights and all biases: always F32.
-    Vector,
     TokenEmbedding,
     Output,
     /// `attn_v` or a fused `attn_qkv` of layer `.0`.
@@ -40,7 +38,7 @@ pub fn lm_dtype(quant: LmQuant, role: LmRole, shape: &[usize], layers: usize) ->
         LmQuant::F16 => GgmlDType::F16,
     };
     let wanted = match role {
-        LmRole::Vector => return GgmlDType::F32,
+        // Norm weights and biases.
         _ if shape.len() < 2 => return GgmlDType::F32,
         LmRole::Output if !matches!(quant, LmQuant::Q8_0 | LmQuant::F16) => GgmlDType::Q6K,
         LmRole::AttnValue(layer) | LmRole::FfnDown(layer)
@@ -120,7 +118,7 @@ mod tests {
             GgmlDType::Q8_0
         );
         assert_eq!(
-            lm_dtype(LmQuant::Q4KM, LmRole::Vector, &[2560], 32),
+            lm_dtype(LmQuant::Q4KM, LmRole::OtherMatrix, &[2560], 32),
             GgmlDType::F32
         );
     }
