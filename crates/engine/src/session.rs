@@ -118,6 +118,9 @@ impl Session {
     ) -> Result<GenerationStats, EngineError> {
         let started = Instant::now();
         let prompt = build_prompt(inner, req)?;
+        if prompt.slots.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
         let limit = inner.info.context_length;
         if prompt.slots.len() >= limit {
             return Err(EngineError::ContextOverflow {
@@ -140,6 +143,12 @@ impl Session {
         let mut features = HashMap::new();
         for (index, (digest, bytes)) in prompt.images.iter().enumerate() {
             if features.contains_key(digest) {
+                // The same picture twice: encoded once.
+                on_event(GenerationEvent::ImageEncoded {
+                    index,
+                    ms: 0.0,
+                    cached: true,
+                });
                 continue;
             }
             let needed = prompt.slots[shared..]
@@ -164,10 +173,12 @@ impl Session {
         let prefill_started = Instant::now();
         let suffix = &prompt.slots[shared..];
         let mut logits = None;
+        let mut computed = 0;
         for chunk in suffix.chunks(PREFILL_CHUNK) {
             if cancel.is_cancelled() {
                 break;
             }
+            computed += chunk.len();
             let embeds = embed_slots(inner, &self.features, chunk)?;
             let pos = self.cache.len();
             logits = Some(
@@ -178,10 +189,10 @@ impl Session {
             self.cached.extend_from_slice(chunk);
         }
         stats.prompt_tokens = prompt.slots.len();
-        stats.prompt_tokens_computed = suffix.len();
+        stats.prompt_tokens_computed = computed;
         stats.prompt_ms = ms_since(prefill_started);
         on_event(GenerationEvent::PromptProcessed {
-            tokens: suffix.len(),
+            tokens: computed,
             ms: stats.prompt_ms,
         });
 

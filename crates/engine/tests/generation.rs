@@ -9,6 +9,7 @@ use impchat_engine::{
     CancelToken, ChatMessage, GenerateRequest, GenerationEvent, GenerationStats, ImageBytes,
     LoadOptions, Model, Session, StopReason,
 };
+use impchat_input::detokenize::TextStream;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
@@ -241,4 +242,49 @@ fn sampling_with_a_seed_is_reproducible() {
     let b = run(&mut model.new_session(), &req);
     assert_eq!(a.text, b.text);
     assert_eq!(a.stats.generated_tokens, b.stats.generated_tokens);
+}
+
+#[test]
+fn long_prompts_are_prefilled_in_chunks_with_the_same_result() {
+    let model = model();
+    let long = "Describe every shape, colour and line you can see. ".repeat(60);
+    let req = request(vec![ChatMessage::user(long).with_image(shapes())], 1);
+    let logits = model.prompt_logits(&req).expect("logits");
+    let rows = logits.dim(0).expect("rows");
+    assert!(
+        rows > 600,
+        "the prompt must span several prefill chunks ({rows} positions)"
+    );
+    let argmax = logits
+        .get(rows - 1)
+        .and_then(|row| row.argmax(0))
+        .and_then(|id| id.to_scalar::<u32>())
+        .expect("argmax");
+
+    let r = run(&mut model.new_session(), &req);
+    assert_eq!(r.stats.prompt_tokens, rows);
+    assert_eq!(r.stats.prompt_tokens_computed, rows);
+    let mut stream = TextStream::new(model.tokenizer(), true);
+    let mut expected: String = stream.push(argmax).expect("push").unwrap_or_default();
+    expected.extend(stream.finish().expect("finish"));
+    assert_eq!(r.text, expected);
+}
+
+#[test]
+fn the_same_image_twice_is_encoded_once() {
+    let model = model();
+    let msg = ChatMessage::user("Are these the same?")
+        .with_image(shapes())
+        .with_image(shapes());
+    let r = run(&mut model.new_session(), &request(vec![msg], 2));
+    let encoded: Vec<(usize, bool)> = r
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            GenerationEvent::ImageEncoded { index, cached, .. } => Some((*index, *cached)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(encoded, vec![(0, false), (1, true)]);
+    assert_eq!(r.stats.images, 2);
 }
