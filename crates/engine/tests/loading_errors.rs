@@ -233,3 +233,45 @@ fn a_file_instead_of_a_folder_is_refused() {
     let err = load_err(&fixture("no-such-model"));
     assert!(matches!(err, EngineError::MissingFile { .. }), "{err:?}");
 }
+
+#[test]
+fn half_precision_checkpoints_are_widened_at_load() {
+    let reference = Model::load(fixture("imp-v1.5-4b-phi3"), &LoadOptions::default()).expect("f32");
+    let req = GenerateRequest::new(vec![ChatMessage::user("Hello there.")]);
+    let expected = reference.prompt_logits(&req).expect("logits");
+    for (dtype, name) in [
+        (candle_core::DType::F16, "f16"),
+        (candle_core::DType::BF16, "bf16"),
+    ] {
+        let dir = copy_of("imp-v1.5-4b-phi3");
+        for entry in std::fs::read_dir(dir.path()).expect("dir") {
+            let path = entry.expect("entry").path();
+            if path.extension().is_some_and(|e| e == "safetensors") {
+                let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+                    .expect("load shard");
+                let narrowed: std::collections::HashMap<String, candle_core::Tensor> = tensors
+                    .into_iter()
+                    .map(|(k, t)| (k, t.to_dtype(dtype).expect("convert")))
+                    .collect();
+                candle_core::safetensors::save(&narrowed, &path).expect("save shard");
+            }
+        }
+        let model = Model::load(dir.path(), &LoadOptions::default()).expect("half model");
+        assert_eq!(model.info().quantization, name);
+        let logits = model.prompt_logits(&req).expect("logits");
+        assert_eq!(logits.dtype(), candle_core::DType::F32);
+        let scale = expected
+            .abs()
+            .and_then(|t| t.max_all())
+            .and_then(|t| t.to_scalar::<f32>());
+        let diff = (&logits - &expected)
+            .and_then(|t| t.abs())
+            .and_then(|t| t.max_all())
+            .and_then(|t| t.to_scalar::<f32>());
+        let (diff, scale) = (diff.expect("diff"), scale.expect("scale"));
+        assert!(
+            diff <= 0.05 * scale,
+            "{name}: logits off by {diff} of {scale}"
+        );
+    }
+}
