@@ -66,7 +66,11 @@ pub(crate) fn check_heads(
     heads: usize,
     kv_heads: usize,
 ) -> std::result::Result<(), EngineError> {
-    if heads == 0 || kv_heads == 0 || !hidden.is_multiple_of(heads) || !heads.is_multiple_of(kv_heads) {
+    if heads == 0
+        || kv_heads == 0
+        || !hidden.is_multiple_of(heads)
+        || !heads.is_multiple_of(kv_heads)
+    {
         return Err(json.unsupported(format!(
             "hidden size {hidden}, {heads} heads and {kv_heads} key/value heads do not fit together"
         )));
