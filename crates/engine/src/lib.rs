@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod error;
+pub mod gguf;
 pub mod linear;
 pub mod lm;
 pub mod model;

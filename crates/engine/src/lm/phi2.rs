@@ -5,8 +5,9 @@
 //! Reads both tensor layouts Imp shipped: the old "phi-msft" one (`transformer.h.N.mixer.Wqkv`,
 //! `lm_head.{ln,linear}`) and the Hugging Face Phi one (`model.layers.N.self_attn.q_proj`, ...).
 
+use candle_core::quantized::QMatMul;
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Embedding, LayerNorm, VarBuilder};
+use candle_nn::{LayerNorm, VarBuilder};
 use serde::Serialize;
 
 use super::attention::{attend, causal_mask};
@@ -15,6 +16,7 @@ use super::rotary::Rotary;
 use super::{check_position, KvCache, LanguageModel};
 use crate::config::Json;
 use crate::error::EngineError;
+use crate::gguf::GgufFile;
 use crate::linear::Linear;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -131,7 +133,8 @@ struct Block {
 #[derive(Debug, Clone)]
 pub struct Phi2 {
     config: Config,
-    embed: Embedding,
+    /// Dense (safetensors) or quantized (GGUF); rows are gathered without widening the table.
+    embed: QMatMul,
     blocks: Vec<Block>,
     final_norm: LayerNorm,
     head: Linear,
@@ -205,7 +208,7 @@ impl Phi2 {
         )?;
         Ok(Self {
             config: c.clone(),
-            embed: Embedding::new(embedding, c.hidden_size),
+            embed: QMatMul::Tensor(embedding),
             blocks,
             final_norm: candle_nn::layer_norm(c.hidden_size, c.layer_norm_eps, final_norm_vb)?,
             head,
@@ -215,6 +218,72 @@ impl Phi2 {
                 c.max_position_embeddings,
                 vb.device(),
             )?,
+        })
+    }
+
+    /// Loads a llama.cpp `phi2` GGUF (fused `attn_qkv`, one `attn_norm` per block).
+    pub fn from_gguf(gguf: &mut GgufFile) -> std::result::Result<Self, EngineError> {
+        gguf.expect_architecture("phi2")?;
+        let hidden_size = gguf.usize("phi2.embedding_length")?;
+        let num_attention_heads = gguf.usize("phi2.attention.head_count")?;
+        if num_attention_heads == 0 || !hidden_size.is_multiple_of(num_attention_heads) {
+            return Err(EngineError::InvalidConfig {
+                path: gguf.path().to_path_buf(),
+                reason: format!(
+                    "hidden size {hidden_size} is not a multiple of {num_attention_heads} heads"
+                ),
+            });
+        }
+        let vocab_size = gguf.shape("token_embd.weight")?[0];
+        let c = Config {
+            vocab_size,
+            hidden_size,
+            intermediate_size: gguf.usize("phi2.feed_forward_length")?,
+            num_hidden_layers: gguf.usize("phi2.block_count")?,
+            num_attention_heads,
+            num_key_value_heads: gguf
+                .usize("phi2.attention.head_count_kv")
+                .unwrap_or(num_attention_heads),
+            rotary_dim: gguf.usize("phi2.rope.dimension_count")?,
+            rope_theta: gguf.f64_or("phi2.rope.freq_base", 10_000.0)?,
+            layer_norm_eps: gguf.f64_or("phi2.attention.layer_norm_epsilon", 1e-5)?,
+            max_position_embeddings: gguf.usize("phi2.context_length")?,
+            activation: Activation::GeluTanh,
+            tie_word_embeddings: !gguf.contains("output.weight"),
+        };
+        let h = c.hidden_size;
+        let kv_dim = c.num_key_value_heads * c.head_dim();
+        let embed = gguf.qmatmul("token_embd.weight", (c.vocab_size, h))?;
+        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let name = |part: &str| format!("blk.{i}.{part}");
+            blocks.push(Block {
+                norm: gguf.layer_norm(&name("attn_norm"), h, c.layer_norm_eps)?,
+                qkv: gguf.linear(&name("attn_qkv"), h, h + 2 * kv_dim, true)?,
+                out: gguf.linear(&name("attn_output"), h, h, true)?,
+                fc1: gguf.linear(&name("ffn_up"), h, c.intermediate_size, true)?,
+                fc2: gguf.linear(&name("ffn_down"), c.intermediate_size, h, true)?,
+            });
+        }
+        let head = if c.tie_word_embeddings {
+            Linear::from_qmatmul(embed.clone(), None)
+        } else {
+            gguf.linear("output", h, c.vocab_size, true)?
+        };
+        let final_norm = gguf.layer_norm("output_norm", h, c.layer_norm_eps)?;
+        let rotary = Rotary::new(
+            c.rotary_dim,
+            c.rope_theta,
+            c.max_position_embeddings,
+            &candle_core::Device::Cpu,
+        )?;
+        Ok(Self {
+            config: c,
+            embed,
+            blocks,
+            final_norm,
+            head,
+            rotary,
         })
     }
 
@@ -228,7 +297,7 @@ impl Phi2 {
 
 impl LanguageModel for Phi2 {
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.embed.forward(ids)
+        self.embed.embedding(ids)
     }
 
     fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache, pos: usize) -> Result<Tensor> {

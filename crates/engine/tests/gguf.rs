@@ -1,0 +1,224 @@
+//! The language model read from GGUF files written by `impchat-convert`, checked against
+//! the f32 Hugging Face reference outputs (tests/fixtures/reference): F16 logits within
+//! half-precision tolerance, Q8_0 greedy tokens identical, 4-bit divergence reported.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor, D};
+use impchat_convert::{convert, ConvertOptions, LmQuant, VisionQuant};
+use impchat_engine::gguf::GgufFile;
+use impchat_engine::lm::phi2::Phi2;
+use impchat_engine::lm::{KvCache, LanguageModel};
+use impchat_engine::EngineError;
+
+const CHECKPOINT: &str = "imp-v1.5-3b-phi2";
+const REFERENCE: &str = "imp-v1-3b";
+const IMAGE: &str = "shapes";
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
+}
+
+struct Converted {
+    _dir: tempfile::TempDir,
+    lm: PathBuf,
+    mmproj: PathBuf,
+}
+
+fn convert_fixture(lm: LmQuant) -> Converted {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = ConvertOptions {
+        lm,
+        vision: VisionQuant::F16,
+        name: None,
+        overwrite: false,
+    };
+    let out = convert(
+        &fixtures().join("models").join(CHECKPOINT),
+        dir.path(),
+        &opts,
+        &mut |_| {},
+    )
+    .expect("convert");
+    Converted {
+        lm: out.language_model.path,
+        mmproj: out.projector.path,
+        _dir: dir,
+    }
+}
+
+fn load_phi2(path: &Path) -> Phi2 {
+    Phi2::from_gguf(&mut GgufFile::open(path).expect("open gguf")).expect("load phi2 gguf")
+}
+
+struct Reference(HashMap<String, Tensor>);
+
+impl Reference {
+    fn load() -> Self {
+        let path = fixtures()
+            .join("reference")
+            .join(format!("{REFERENCE}.safetensors"));
+        Self(candle_core::safetensors::load(path, &Device::Cpu).expect("reference tensors"))
+    }
+
+    fn tensor(&self, name: &str) -> &Tensor {
+        self.0
+            .get(name)
+            .unwrap_or_else(|| panic!("reference tensor {name}"))
+    }
+
+    fn ids(&self, name: &str) -> Vec<i64> {
+        self.tensor(name).to_vec1::<i64>().expect("ids")
+    }
+}
+
+/// The prompt with the reference's own projector output spliced in at the image marker.
+fn embeds(lm: &dyn LanguageModel, reference: &Reference) -> Tensor {
+    let ids = reference.ids(&format!("{IMAGE}.prompt_ids"));
+    let features = reference.tensor(&format!("{IMAGE}.projector_output"));
+    let mut parts = Vec::new();
+    for chunk in ids.split(|&id| id == -200) {
+        if !parts.is_empty() {
+            parts.push(features.clone());
+        }
+        if !chunk.is_empty() {
+            let chunk: Vec<u32> = chunk.iter().map(|&id| id as u32).collect();
+            let chunk = Tensor::new(chunk.as_slice(), &Device::Cpu)
+                .and_then(|t| t.unsqueeze(0))
+                .expect("ids");
+            parts.push(lm.embed(&chunk).expect("embed"));
+        }
+    }
+    Tensor::cat(&parts, 1).expect("cat")
+}
+
+fn logits(lm: &dyn LanguageModel, reference: &Reference) -> Tensor {
+    let mut cache = KvCache::new(lm.num_layers());
+    lm.forward_embeds(&embeds(lm, reference), &mut cache, 0)
+        .and_then(|l| l.squeeze(0))
+        .expect("forward")
+}
+
+fn greedy(lm: &dyn LanguageModel, reference: &Reference, steps: usize) -> Vec<i64> {
+    let mut cache = KvCache::new(lm.num_layers());
+    let mut logits = lm
+        .forward_embeds_last(&embeds(lm, reference), &mut cache, 0)
+        .expect("prefill");
+    let mut out = Vec::new();
+    for _ in 0..steps {
+        let next = logits
+            .argmax(0)
+            .and_then(|t| t.to_scalar::<u32>())
+            .expect("argmax");
+        out.push(i64::from(next));
+        let embed = Tensor::new(&[next], &Device::Cpu)
+            .and_then(|t| t.unsqueeze(0))
+            .and_then(|t| lm.embed(&t))
+            .expect("embed");
+        let pos = cache.len();
+        logits = lm
+            .forward_embeds_last(&embed, &mut cache, pos)
+            .expect("step");
+    }
+    out
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.max(0))
+        .and_then(|t| t.to_scalar())
+        .expect("max")
+}
+
+/// Mean over positions of KL(reference ‖ candidate) of the softmax distributions.
+fn mean_kl(reference: &Tensor, candidate: &Tensor) -> f32 {
+    let p_log = candle_nn::ops::log_softmax(reference, D::Minus1).expect("log p");
+    let q_log = candle_nn::ops::log_softmax(candidate, D::Minus1).expect("log q");
+    let kl = (p_log.exp().expect("p") * (p_log - q_log).expect("diff"))
+        .and_then(|t| t.sum(D::Minus1))
+        .and_then(|t| t.mean_all())
+        .and_then(|t| t.to_scalar::<f32>())
+        .expect("kl");
+    kl.max(0.0)
+}
+
+#[test]
+fn f16_gguf_logits_match_the_f32_reference() {
+    let converted = convert_fixture(LmQuant::F16);
+    let lm = load_phi2(&converted.lm);
+    let reference = Reference::load();
+    let expected = reference.tensor(&format!("{IMAGE}.logits"));
+    let got = logits(&lm, &reference);
+    let err = max_abs(&(got - expected).expect("diff"));
+    let scale = max_abs(expected);
+    assert!(
+        err <= 1e-2 * scale.max(1.0),
+        "F16 GGUF logits off by {err} (largest logit {scale})"
+    );
+}
+
+#[test]
+fn q8_0_gguf_greedy_tokens_equal_the_f32_reference() {
+    let converted = convert_fixture(LmQuant::Q8_0);
+    let lm = load_phi2(&converted.lm);
+    let reference = Reference::load();
+    let expected = reference.ids(&format!("{IMAGE}.generated_ids"));
+    assert_eq!(expected.len(), 32);
+    assert_eq!(greedy(&lm, &reference, expected.len()), expected);
+}
+
+/// Not a pass/fail threshold on quality beyond "close": prints the divergence so the
+/// report can quote it, and fails only if 4-bit weights drift far from the reference.
+#[test]
+fn four_bit_gguf_stays_close_to_the_f32_reference() {
+    let reference = Reference::load();
+    let expected = reference.tensor(&format!("{IMAGE}.logits"));
+    for quant in [LmQuant::Q4_0, LmQuant::Q4KM] {
+        let converted = convert_fixture(quant);
+        let lm = load_phi2(&converted.lm);
+        let kl = mean_kl(expected, &logits(&lm, &reference));
+        eprintln!("{quant}: mean KL vs f32 reference = {kl:.6} nats");
+        assert!(kl < 0.1, "{quant}: mean KL {kl} nats");
+    }
+}
+
+#[test]
+fn truncated_gguf_is_reported_as_corrupt() {
+    let converted = convert_fixture(LmQuant::Q8_0);
+    let len = std::fs::metadata(&converted.lm).expect("meta").len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&converted.lm)
+        .and_then(|f| f.set_len(len - 100))
+        .expect("truncate");
+    match GgufFile::open(&converted.lm) {
+        Err(EngineError::CorruptWeights { path, reason }) => {
+            assert_eq!(path, converted.lm);
+            assert!(reason.contains("incomplete"), "{reason}");
+        }
+        other => panic!("expected CorruptWeights, got {other:?}"),
+    }
+}
+
+#[test]
+fn garbage_file_is_reported_as_corrupt() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("model.gguf");
+    std::fs::write(&path, b"this is not a gguf file at all").expect("write");
+    assert!(matches!(
+        GgufFile::open(&path),
+        Err(EngineError::CorruptWeights { .. })
+    ));
+}
+
+#[test]
+fn projector_file_is_refused_as_a_language_model() {
+    let converted = convert_fixture(LmQuant::Q8_0);
+    let mut mmproj = GgufFile::open(&converted.mmproj).expect("open mmproj");
+    match Phi2::from_gguf(&mut mmproj) {
+        Err(EngineError::UnsupportedModelType { found }) => assert_eq!(found, "clip"),
+        other => panic!("expected UnsupportedModelType, got {:?}", other.err()),
+    }
+}
