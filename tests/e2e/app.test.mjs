@@ -71,10 +71,18 @@ test('first run shows model set-up, and loading the model opens the chat', async
 
 test('asking about an attached image streams an answer with its statistics', async () => {
   await browser.$('.new-chat').click();
+  // The real input is visually hidden behind the Attach button; WebDriver only types a path
+  // into an input it can see, so show it for the moment of the upload.
+  await browser.execute(() => document.getElementById('file-input').classList.remove('sr-only'));
   await browser.$('#file-input').setValue(IMAGE);
+  await browser.execute(() => document.getElementById('file-input').classList.add('sr-only'));
   const chip = browser.$('.chip[data-state="ready"]');
   await chip.waitForExist({ timeout: SLOW, timeoutMsg: 'the attached image was never staged' });
-  assert.match(await chip.getText(), /shapes\.png/);
+  // The engine's preview of what the model will see: 56 px, 16 visual tokens for this model.
+  await browser.waitUntil(async () => /16 visual tokens/.test(await chip.getText()), {
+    timeout: SLOW,
+    timeoutMsg: 'the attached image never showed what the model will see',
+  });
 
   await browser.$('#composer-input').setValue(QUESTION);
   await browser.$('button.send').click();
@@ -117,8 +125,10 @@ test('search finds the conversation by a word of the question', async () => {
   assert.match(await hit.getText(), /picture/);
   await search.setValue('zebra-crossing-nowhere');
   await browser.$('.empty-list=Nothing matches.').waitForExist({ timeout: 10_000 });
-  await search.clearValue();
+  // Escape in the search box clears it and brings the conversation list back.
+  await search.click();
   await browser.keys(['Escape']);
+  await browser.$('button.hit').waitForExist({ reverse: true, timeout: 10_000 });
 });
 
 test('deleting the conversation can be undone', async () => {
@@ -126,7 +136,7 @@ test('deleting the conversation can be undone', async () => {
   await entry().waitForExist({ timeout: 10_000 });
   await browser.$(`button[aria-label^="Delete ${QUESTION.slice(0, 20)}"]`).click();
   await entry().waitForExist({ reverse: true, timeout: 10_000, timeoutMsg: 'the deleted chat is still listed' });
-  await browser.$('.toast button=Undo').click();
+  await browser.$('.toast').$('button=Undo').click();
   await entry().waitForExist({ timeout: 10_000, timeoutMsg: 'undo did not bring the chat back' });
   const list = await browser.execute(() => window.__TAURI_INTERNALS__.invoke('list_conversations', {}));
   assert.equal(list.length, 1);
