@@ -57,6 +57,8 @@ pub enum ConvertError {
         dtype: String,
         detail: String,
     },
+    #[error("{name:?} cannot be used as an output file name: use letters, digits, '.', '-' and '_' only.")]
+    InvalidName { name: String },
     #[error("{} already exists. Remove it or convert with overwrite enabled.", path.display())]
     OutputExists { path: PathBuf },
     #[error("Could not write {}: {source}. Check there is free disk space and the folder is writable.", path.display())]

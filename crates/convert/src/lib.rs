@@ -58,6 +58,10 @@ pub fn convert(
         src.file_name()
             .map_or_else(|| "imp".to_owned(), |n| n.to_string_lossy().into_owned())
     });
+    let valid = |c: char| c.is_alphanumeric() || matches!(c, '.' | '-' | '_');
+    if name.is_empty() || name.starts_with('.') || !name.chars().all(valid) {
+        return Err(ConvertError::InvalidName { name });
+    }
     let mut lm_meta = metadata::lm_metadata(&config, &name, opts.lm);
     lm_meta.extend(vocab::tokenizer_metadata(src, &config)?);
     lm_meta.push((

@@ -655,6 +655,20 @@ fn unsupported_quant_names_list_the_choices() {
 }
 
 #[test]
+fn output_names_cannot_leave_the_output_folder() {
+    let out = tempfile::tempdir().unwrap();
+    let src = fixture("imp-v1.5-3b-196");
+    for bad in ["../escape", "a/b", "", ".hidden"] {
+        let err = run(&src, out.path(), LmQuant::F16, VisionQuant::F16, Some(bad)).unwrap_err();
+        assert!(
+            matches!(err, ConvertError::InvalidName { .. }),
+            "{bad:?}: {err:?}"
+        );
+    }
+    assert_nothing_written(out.path());
+}
+
+#[test]
 fn existing_outputs_are_kept_unless_overwrite() {
     let out = tempfile::tempdir().unwrap();
     let src = fixture("imp-v1.5-3b-196");
