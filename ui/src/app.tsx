@@ -8,6 +8,7 @@ import { baseName, checkImageFile, checkImagePath } from './images';
 import type { AppSettings, Conversation, ConversationSummary, ImageRef, Message, MessageStatus, ModelInfo, ModelStatus, StagedImage, StreamEvent, Theme } from './ipc';
 import { api, errorText, onFileDragDrop, onStoreNotice } from './ipc';
 import { MessageList, StoredImage } from './messages';
+import { useTouchScreen } from './pointer';
 import { SettingsPanel } from './settings';
 import { SetupScreen } from './setup';
 import { Sidebar } from './sidebar';
@@ -74,6 +75,7 @@ export function App(): JSX.Element {
   const inputRef = useRef<HTMLTextAreaElement>(null);
   const scrollRef = useRef<HTMLDivElement>(null);
   const busy = live !== null;
+  const touch = useTouchScreen();
 
   const toast = useCallback((text: string, action?: Toast['action']) => {
     const id = key();
@@ -577,7 +579,9 @@ export function App(): JSX.Element {
           {messages.length === 0 && convError === null ? (
             <div class="empty">
               <h2>What shall we look at?</h2>
-              <p class="muted">Drop, paste or attach an image, then ask about it. Everything stays on this computer.</p>
+              <p class="muted">
+                {touch ? 'Attach an image or take a photo, then ask about it. Everything stays on this device.' : 'Drop, paste or attach an image, then ask about it. Everything stays on this computer.'}
+              </p>
             </div>
           ) : (
             <MessageList
@@ -607,6 +611,7 @@ export function App(): JSX.Element {
           onFiles={addFiles}
           onRemove={(k) => setStaged((s) => s.filter((x) => x.key !== k))}
           onPreview={setPreviewKey}
+          touch={touch}
         />
       </div>
     );
@@ -627,6 +632,7 @@ export function App(): JSX.Element {
         onPin={pin}
         onDelete={remove}
         onClose={() => setDrawer(false)}
+        touch={touch}
       />
       <div class="scrim" aria-hidden="true" onClick={() => setDrawer(false)} />
       <main class="main">
@@ -647,7 +653,8 @@ export function App(): JSX.Element {
         </header>
         {main}
       </main>
-      {dragging && (
+      {/* Drops only come from a desktop file manager; a phone never drags files in. */}
+      {dragging && !touch && (
         <div class="drop-overlay" aria-hidden="true">
           <div class="drop-card">
             <Icon name="image" size={40} />

@@ -25,6 +25,8 @@ interface ComposerProps {
   onFiles: (files: File[]) => void;
   onRemove: (key: string) => void;
   onPreview: (key: string) => void;
+  /** On touch screens a second button opens the camera. */
+  touch: boolean;
 }
 
 export function Composer(p: ComposerProps): JSX.Element {
@@ -100,13 +102,17 @@ export function Composer(p: ComposerProps): JSX.Element {
       )}
       <div class="composer-row">
         <input ref={fileRef} id="file-input" class="sr-only" type="file" accept="image/*" multiple tabIndex={-1} aria-hidden="true" onChange={(e) => pick(e.currentTarget)} />
-        <input ref={cameraRef} class="sr-only" type="file" accept="image/*" capture="environment" tabIndex={-1} aria-hidden="true" onChange={(e) => pick(e.currentTarget)} />
         <button type="button" class="icon-btn attach" aria-label="Attach images" title="Attach images" onClick={() => fileRef.current?.click()}>
           <Icon name="image" />
         </button>
-        <button type="button" class="icon-btn attach camera-only" aria-label="Take a photo" title="Take a photo" onClick={() => cameraRef.current?.click()}>
-          <Icon name="camera" />
-        </button>
+        {p.touch && (
+          <>
+            <input ref={cameraRef} id="camera-input" class="sr-only" type="file" accept="image/*" capture="environment" tabIndex={-1} aria-hidden="true" onChange={(e) => pick(e.currentTarget)} />
+            <button type="button" class="icon-btn attach" aria-label="Take photo" title="Take photo" onClick={() => cameraRef.current?.click()}>
+              <Icon name="camera" />
+            </button>
+          </>
+        )}
         <textarea
           ref={p.inputRef}
           id="composer-input"

@@ -15,6 +15,8 @@ interface SidebarProps {
   onPin: (id: string, pinned: boolean) => void;
   onDelete: (c: ConversationSummary) => void;
   onClose: () => void;
+  /** Touch screens have no Ctrl+K to advertise. */
+  touch: boolean;
 }
 
 export function Sidebar(props: SidebarProps): JSX.Element {
@@ -72,7 +74,7 @@ export function Sidebar(props: SidebarProps): JSX.Element {
         <input
           ref={props.searchRef}
           type="search"
-          placeholder="Search chats (Ctrl+K)"
+          placeholder={props.touch ? 'Search chats' : 'Search chats (Ctrl+K)'}
           aria-label="Search conversations"
           aria-keyshortcuts="Control+K"
           value={query}

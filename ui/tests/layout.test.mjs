@@ -1,8 +1,6 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { emitDragDrop, screenshot, startHarness, uiDir } from './support/harness.mjs';
+import { axe, emitDragDrop, screenshot, startHarness } from './support/harness.mjs';
 
 let h;
 before(async () => {
@@ -12,7 +10,6 @@ after(async () => {
   await h?.close();
 });
 
-const axeSource = readFileSync(join(uiDir, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
 const photo = { sha256: 'photo-1', mime: 'image/png', width: 640, height: 480, bytes: 184_000 };
 const stats = { images: 1, imageEncodeMs: 412, promptTokens: 812, promptTokensComputed: 812, promptMs: 950, timeToFirstTokenMs: 1234, generatedTokens: 96, decodeMs: 10_500, decodeTokensPerS: 9.1, stopReason: 'end_of_turn' };
 const answer = [
@@ -49,16 +46,6 @@ async function openDemoChat(theme, viewport) {
   await page.locator('.msg-user .thumb-btn img').waitFor();
   await page.locator('.katex').first().waitFor();
   return opened;
-}
-
-async function axe(page, label) {
-  await page.evaluate(axeSource);
-  const result = await page.evaluate(async () => {
-    const r = await window.axe.run(document, { resultTypes: ['violations'] });
-    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 4) }));
-  });
-  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  assert.deepEqual(bad, [], `${label}: serious/critical accessibility violations`);
 }
 
 async function noHorizontalScroll(page) {
@@ -126,7 +113,6 @@ test('at 360 px the sidebar is a drawer and nothing scrolls sideways', async () 
   assert.equal(await sidebar.isVisible(), true);
   assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
   await page.waitForFunction(() => document.activeElement?.classList.contains('new-chat'));
-  await screenshot(page, 'mobile-drawer');
   await page.keyboard.press('Escape');
   await page.waitForFunction(() => getComputedStyle(document.querySelector('.sidebar')).visibility === 'hidden');
   await page.waitForFunction(() => document.activeElement?.getAttribute('aria-label') === 'Show conversations');
@@ -137,7 +123,6 @@ test('at 360 px the sidebar is a drawer and nothing scrolls sideways', async () 
   await page.waitForFunction(() => getComputedStyle(document.querySelector('.sidebar')).visibility === 'hidden');
   await noHorizontalScroll(page);
   await axe(page, 'chat at 360 px');
-  await screenshot(page, 'mobile-chat');
   assert.deepEqual(problems, []);
 });
 

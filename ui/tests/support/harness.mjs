@@ -1,6 +1,7 @@
 // Serves the built UI with `vite preview` under the app's real CSP, drives Debian Chromium with
 // playwright-core, and installs the real @tauri-apps/api mocks plus the test backend in each page.
-import { mkdirSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -9,6 +10,9 @@ import { chromium } from 'playwright-core';
 import { preview } from 'vite';
 
 export const uiDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+// Every run writes its screenshots here (gitignored); UPDATE_SCREENSHOTS=1 also refreshes the
+// committed ones in assets/screenshots, so an ordinary test run leaves the git tree clean.
+export const resultsDir = join(uiDir, 'test-results');
 export const screenshotDir = join(uiDir, '..', 'assets', 'screenshots');
 
 // The CSP the shipped app runs under (tauri.conf.json); any violation fails the test.
@@ -44,8 +48,10 @@ export async function startHarness() {
     url,
     browser,
     /** Opens the app with a configured mock backend; returns the page and collected problems. */
-    async open(backend = {}, { width = 1200, height = 800, colorScheme = 'light' } = {}) {
-      const context = await browser.newContext({ viewport: { width, height }, colorScheme, reducedMotion: 'reduce' });
+    /** `mobile: true` emulates a phone: touch, a coarse pointer, no hover, a 3x screen. */
+    async open(backend = {}, { width = 1200, height = 800, colorScheme = 'light', mobile = false } = {}) {
+      const device = mobile ? { deviceScaleFactor: 3, isMobile: true, hasTouch: true } : {};
+      const context = await browser.newContext({ viewport: { width, height }, colorScheme, reducedMotion: 'reduce', ...device });
       await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: url.slice(0, -1) });
       context.setDefaultTimeout(8000);
       const page = await context.newPage();
@@ -69,10 +75,15 @@ export async function startHarness() {
   };
 }
 
-/** Saves a screenshot of the page under assets/screenshots/. */
+/** Saves a screenshot as ui/test-results/ui-NAME.png, and to assets/screenshots/ with UPDATE_SCREENSHOTS=1. */
 export async function screenshot(page, name) {
-  mkdirSync(screenshotDir, { recursive: true });
-  await page.screenshot({ path: join(screenshotDir, `ui-${name}.png`) });
+  mkdirSync(resultsDir, { recursive: true });
+  const file = `ui-${name}.png`;
+  await page.screenshot({ path: join(resultsDir, file) });
+  if (process.env.UPDATE_SCREENSHOTS === '1') {
+    mkdirSync(screenshotDir, { recursive: true });
+    copyFileSync(join(resultsDir, file), join(screenshotDir, file));
+  }
 }
 
 /** A real PNG file of the given size, encoded here so the tests need no fixture files. */
@@ -112,6 +123,19 @@ export async function emitDragDrop(page, type, paths = []) {
   const event = { enter: 'tauri://drag-enter', over: 'tauri://drag-over', drop: 'tauri://drag-drop', leave: 'tauri://drag-leave' }[type];
   const payload = type === 'leave' ? null : type === 'over' ? { position: { x: 200, y: 200 } } : { paths, position: { x: 200, y: 200 } };
   await page.evaluate(([event, payload]) => window.__TAURI_INTERNALS__.invoke('plugin:event|emit', { event, payload }), [event, payload]);
+}
+
+const axeSource = readFileSync(join(uiDir, 'node_modules', 'axe-core', 'axe.min.js'), 'utf8');
+
+/** Runs axe-core on the whole page and fails on any serious or critical violation. */
+export async function axe(page, label) {
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => {
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 4) }));
+  });
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad, [], `${label}: serious/critical accessibility violations`);
 }
 
 export const calls = (page, cmd) => page.evaluate((c) => window.__calls.filter((x) => x.cmd === c), cmd);
