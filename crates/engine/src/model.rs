@@ -84,6 +84,7 @@ pub(crate) struct Inner {
 }
 
 /// Where the math runs: candle's own CPU pool, or a pool of the requested size.
+#[derive(Default)]
 pub(crate) struct Runtime {
     pool: Option<rayon::ThreadPool>,
 }
@@ -115,9 +116,17 @@ impl Runtime {
 }
 
 impl Model {
-    /// Loads a Hugging Face Imp checkpoint folder (config.json, tokenizer files, safetensors).
+    /// Loads a Hugging Face Imp checkpoint folder (config.json, tokenizer files, safetensors)
+    /// or a language-model `.gguf` written by `impchat-convert` (with its `mmproj-*.gguf`).
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model, EngineError> {
         let dir = path.as_ref();
+        if dir.is_file()
+            && dir
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+        {
+            return Self::load_gguf(dir, None, opts);
+        }
         if dir.is_file() {
             return Err(EngineError::NotAFolder {
                 path: dir.to_path_buf(),
@@ -130,6 +139,20 @@ impl Model {
         }
         let runtime = Runtime::new(opts.threads)?;
         let inner = runtime.run(|| load_parts(dir))?;
+        Ok(Model {
+            inner: Arc::new(Inner { runtime, ..inner }),
+        })
+    }
+
+    /// Loads a language-model GGUF and the vision GGUF `mmproj`, or, when `None`, the
+    /// `mmproj-*.gguf` [`crate::gguf::find_mmproj`] finds next to it.
+    pub fn load_gguf(
+        lm: &Path,
+        mmproj: Option<&Path>,
+        opts: &LoadOptions,
+    ) -> Result<Model, EngineError> {
+        let runtime = Runtime::new(opts.threads)?;
+        let inner = runtime.run(|| crate::gguf::load::load_parts(lm, mmproj))?;
         Ok(Model {
             inner: Arc::new(Inner { runtime, ..inner }),
         })
@@ -339,7 +362,7 @@ fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
         projector,
         eos_token_ids,
         bos_token_id,
-        runtime: Runtime { pool: None },
+        runtime: Runtime::default(),
         decode_limits: DecodeLimits::default(),
     })
 }

@@ -10,7 +10,7 @@ use impchat_convert::{convert, ConvertOptions, LmQuant, VisionQuant};
 use impchat_engine::gguf::GgufFile;
 use impchat_engine::lm::phi2::Phi2;
 use impchat_engine::lm::{KvCache, LanguageModel};
-use impchat_engine::EngineError;
+use impchat_engine::{ChatMessage, EngineError, GenerateRequest, ImageBytes, LoadOptions, Model};
 
 const CHECKPOINT: &str = "imp-v1.5-3b-phi2";
 const REFERENCE: &str = "imp-v1-3b";
@@ -182,6 +182,76 @@ fn four_bit_gguf_stays_close_to_the_f32_reference() {
         eprintln!("{quant}: mean KL vs f32 reference = {kl:.6} nats");
         assert!(kl < 0.1, "{quant}: mean KL {kl} nats");
     }
+}
+
+fn image_request() -> GenerateRequest {
+    let bytes =
+        std::fs::read(fixtures().join("images").join(format!("{IMAGE}.png"))).expect("image");
+    GenerateRequest::new(vec![
+        ChatMessage::user("What is in this picture?").with_image(ImageBytes::new(bytes))
+    ])
+}
+
+fn text_request() -> GenerateRequest {
+    GenerateRequest::new(vec![
+        ChatMessage::user("Who are you?"),
+        ChatMessage::assistant("I am a small assistant."),
+        ChatMessage::user("Tell me a story."),
+    ])
+}
+
+/// The whole model from the two files (tokenizer and template from the metadata, vision
+/// tower from the mmproj found beside the LM file) computes what the folder computes.
+#[test]
+fn model_loads_from_gguf_pair_and_matches_the_folder() {
+    let converted = convert_fixture(LmQuant::F16);
+    let gguf = Model::load(&converted.lm, &LoadOptions::default()).expect("load gguf model");
+    let folder = Model::load(
+        fixtures().join("models").join(CHECKPOINT),
+        &LoadOptions::default(),
+    )
+    .expect("load folder");
+    let reference = Reference::load();
+
+    assert_eq!(gguf.info().image_size, folder.info().image_size);
+    assert_eq!(gguf.info().visual_tokens, folder.info().visual_tokens);
+    assert_eq!(gguf.info().quantization, "f16");
+    for (request, ids) in [
+        (image_request(), "shapes.prompt_ids"),
+        (text_request(), "text.prompt_ids"),
+    ] {
+        assert_eq!(gguf.prompt_ids(&request).expect("ids"), reference.ids(ids));
+        let expected = folder.prompt_logits(&request).expect("folder logits");
+        let got = gguf.prompt_logits(&request).expect("gguf logits");
+        let err = max_abs(&(got - &expected).expect("diff"));
+        let scale = max_abs(&expected);
+        assert!(
+            err <= 1e-2 * scale.max(1.0),
+            "{ids}: off by {err} (largest {scale})"
+        );
+    }
+}
+
+#[test]
+fn explicit_mmproj_must_be_a_vision_file() {
+    let converted = convert_fixture(LmQuant::Q8_0);
+    let err = Model::load_gguf(&converted.lm, Some(&converted.lm), &LoadOptions::default())
+        .err()
+        .expect("an LM file is not a vision file");
+    assert!(
+        matches!(err, EngineError::UnsupportedModelType { ref found } if found == "phi2"),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn missing_mmproj_is_named() {
+    let converted = convert_fixture(LmQuant::Q8_0);
+    std::fs::remove_file(&converted.mmproj).expect("remove");
+    let err = Model::load(&converted.lm, &LoadOptions::default())
+        .err()
+        .expect("no vision file");
+    assert!(err.to_string().contains("mmproj-"), "{err}");
 }
 
 #[test]

@@ -89,6 +89,37 @@ impl GgufFile {
         &self.path
     }
 
+    /// The parsed header: metadata and tensor descriptions.
+    pub fn content(&self) -> &Content {
+        &self.content
+    }
+
+    /// Total number of weights in the file.
+    pub fn parameter_count(&self) -> u64 {
+        self.content
+            .tensor_infos
+            .values()
+            .map(|info| info.shape.elem_count() as u64)
+            .sum()
+    }
+
+    /// The storage type holding most weights, lower-case ("q4k", "q8_0", "f16", ...).
+    pub fn storage_dtype(&self) -> String {
+        let mut counts: Vec<(String, u64)> = Vec::new();
+        for info in self.content.tensor_infos.values() {
+            let name = format!("{:?}", info.ggml_dtype).to_ascii_lowercase();
+            let n = info.shape.elem_count() as u64;
+            match counts.iter_mut().find(|(d, _)| *d == name) {
+                Some((_, total)) => *total += n,
+                None => counts.push((name, n)),
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(_, n)| *n)
+            .map_or_else(|| "f32".to_string(), |(d, _)| d)
+    }
+
     /// `general.architecture` (`phi2`, `qwen2`, `phi3`, `clip`, ...).
     pub fn architecture(&self) -> Result<&str, EngineError> {
         self.string("general.architecture")

@@ -1,0 +1,273 @@
+//! Builds a whole model from the converter's two GGUF files: the language model keeps its
+//! quantized matrices; the vision tower and projector (small, compute-bound) are widened
+//! to f32 and loaded through the same code as a safetensors checkpoint.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::quantized::tokenizer::TokenizerFromGguf;
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use impchat_input::image::{DecodeLimits, ImageAspect};
+use impchat_input::template::ChatTemplate;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::{PreTokenizerWrapper, Tokenizer};
+
+use super::GgufFile;
+use crate::config::Family;
+use crate::error::EngineError;
+use crate::lm::phi2::Phi2;
+use crate::lm::{KvCache, LanguageModel};
+use crate::model::{Inner, ModelInfo, Runtime};
+use crate::projector::Projector;
+use crate::vision::{VisionAct, VisionConfig, VisionTower};
+
+const MMPROJ_PREFIX: &str = "mmproj-";
+
+/// The `mmproj-{name}-{quant}.gguf` beside `lm_path` (`{name}-{quant}.gguf`): the one
+/// whose name matches, or the only one in the folder.
+pub fn find_mmproj(lm_path: &Path) -> Result<PathBuf, EngineError> {
+    let dir = lm_path.parent().unwrap_or(Path::new("."));
+    let stem = lm_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = stem
+        .rsplit_once('-')
+        .map_or(stem.as_str(), |(name, _)| name);
+    let entries = std::fs::read_dir(dir).map_err(|e| EngineError::io(dir, e))?;
+    let mut candidates: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| {
+            let file = path
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            file.starts_with(MMPROJ_PREFIX) && file.ends_with(".gguf")
+        })
+        .collect();
+    candidates.sort();
+    let matching: Vec<&PathBuf> = candidates
+        .iter()
+        .filter(|path| {
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .is_some_and(|f| f.starts_with(&format!("{MMPROJ_PREFIX}{name}-")))
+        })
+        .collect();
+    match (matching.as_slice(), candidates.as_slice()) {
+        ([one], _) => Ok((*one).clone()),
+        ([], [one]) => Ok(one.clone()),
+        _ => Err(EngineError::InvalidConfig {
+            path: lm_path.to_path_buf(),
+            reason: format!(
+                "found {} vision files ({MMPROJ_PREFIX}{name}-*.gguf) next to it; keep exactly one \
+                 or name the right one explicitly (LoadOptions::mmproj)",
+                matching.len().max(candidates.len())
+            ),
+        }),
+    }
+}
+
+/// Reads both files into the parts of a [`crate::Model`].
+pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner, EngineError> {
+    let mut lm_file = GgufFile::open(lm_path)?;
+    let mmproj_path = match mmproj {
+        Some(path) => path.to_path_buf(),
+        None => find_mmproj(lm_path)?,
+    };
+    let mut vision_file = GgufFile::open(&mmproj_path)?;
+    vision_file.expect_architecture("clip")?;
+
+    let family = match lm_file.architecture()? {
+        "phi2" => Family::Phi2,
+        other @ ("qwen2" | "phi3") => {
+            return Err(EngineError::InvalidConfig {
+                path: lm_path.to_path_buf(),
+                reason: format!(
+                    "{other} GGUF files cannot be loaded yet; load the Hugging Face folder instead"
+                ),
+            })
+        }
+        other => {
+            return Err(EngineError::UnsupportedModelType {
+                found: other.to_string(),
+            })
+        }
+    };
+    let lm: Box<dyn LanguageModel> = Box::new(Phi2::from_gguf(&mut lm_file)?);
+
+    let mut tokenizer = Tokenizer::from_gguf(lm_file.content()).map_err(|e| {
+        EngineError::Tokenizer(format!(
+            "cannot rebuild the tokenizer from {}: {e}",
+            lm_path.display()
+        ))
+    })?;
+    if lm_file.string("tokenizer.ggml.pre").ok() == Some("phi-2") {
+        // candle's default GPT-2 pipeline adds a prefix space; Phi-2's (CodeGen) does not,
+        // and a stray space before every prompt chunk changes the prompt ids.
+        tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, true, true,
+        ))));
+    }
+    let template = match lm_file.string("imp.prompt_template")? {
+        "phi2" => ChatTemplate::Phi2,
+        "chatml" => ChatTemplate::ChatMl,
+        "phi3" => ChatTemplate::Phi3,
+        other => {
+            return Err(EngineError::InvalidConfig {
+                path: lm_path.to_path_buf(),
+                reason: format!("imp.prompt_template {other:?} is not a known template"),
+            })
+        }
+    };
+    let image_aspect = match lm_file.string("imp.image_aspect_ratio")? {
+        "pad" => ImageAspect::Pad,
+        "square" | "squash" | "resize" => ImageAspect::Square,
+        other => {
+            return Err(EngineError::InvalidConfig {
+                path: lm_path.to_path_buf(),
+                reason: format!("imp.image_aspect_ratio {other:?} is not supported"),
+            })
+        }
+    };
+
+    let vision_config = vision_config(&vision_file)?;
+    let dense = dequantize_all(&mut vision_file)?;
+    let vb = VarBuilder::from_tensors(dense, DType::F32, &Device::Cpu);
+    let vision = VisionTower::load(&vision_config, vb.pp("tower"))?;
+    let projector = Projector::load(vision_config.hidden_size, lm.hidden_size(), vb.pp("mm"))?;
+
+    let mut eos_token_ids = Vec::new();
+    if let Ok(id) = lm_file.usize("tokenizer.ggml.eos_token_id") {
+        eos_token_ids.push(id as u32);
+    }
+    for stop in template.stop_strings() {
+        if let Some(id) = tokenizer.token_to_id(stop) {
+            if !eos_token_ids.contains(&id) {
+                eos_token_ids.push(id);
+            }
+        }
+    }
+
+    let id = lm_file
+        .string("general.name")
+        .map(str::to_string)
+        .unwrap_or_else(|_| {
+            lm_path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+    let info = ModelInfo {
+        name: id.clone(),
+        id,
+        family,
+        path: lm_path.to_path_buf(),
+        image_size: vision_config.image_size as u32,
+        visual_tokens: vision_config.num_patches(),
+        context_length: lm_file.usize("phi2.context_length")?,
+        quantization: lm_file.storage_dtype(),
+        image_aspect,
+        parameters: lm_file.parameter_count() + vision_file.parameter_count(),
+    };
+    warm_up(lm.as_ref())?;
+    Ok(Inner {
+        info,
+        tokenizer,
+        template,
+        lm,
+        vision,
+        projector,
+        eos_token_ids,
+        bos_token_id: None,
+        runtime: Runtime::default(),
+        decode_limits: DecodeLimits::default(),
+    })
+}
+
+/// candle repacks each quantized matrix into its fast layout on first use; pay for that
+/// (seconds on a 3B model) at load time rather than in the first answer.
+fn warm_up(lm: &dyn LanguageModel) -> Result<(), EngineError> {
+    let ids = Tensor::new(&[[0u32, 0]], &Device::Cpu)?;
+    let mut cache = KvCache::new(lm.num_layers());
+    lm.forward_embeds_last(&lm.embed(&ids)?, &mut cache, 0)?;
+    Ok(())
+}
+
+fn vision_config(file: &GgufFile) -> Result<VisionConfig, EngineError> {
+    Ok(VisionConfig {
+        hidden_size: file.usize("clip.vision.embedding_length")?,
+        intermediate_size: file.usize("clip.vision.feed_forward_length")?,
+        num_attention_heads: file.usize("clip.vision.attention.head_count")?,
+        num_layers: file.usize("clip.vision.block_count")?,
+        image_size: file.usize("clip.vision.image_size")?,
+        patch_size: file.usize("clip.vision.patch_size")?,
+        layer_norm_eps: file.f64_or("clip.vision.attention.layer_norm_epsilon", 1e-6)?,
+        hidden_act: VisionAct::GeluTanh,
+    })
+}
+
+/// Every mmproj tensor widened to f32 under the Hugging Face names the vision and
+/// projector code read (`tower.…` for SigLIP, `mm.0` / `mm.2` for the projector).
+fn dequantize_all(file: &mut GgufFile) -> Result<HashMap<String, Tensor>, EngineError> {
+    let names: Vec<String> = file.content().tensor_infos.keys().cloned().collect();
+    let mut out = HashMap::with_capacity(names.len());
+    for name in names {
+        let Some(hf) = hf_vision_name(&name) else {
+            continue;
+        };
+        out.insert(hf, file.f32(&name)?);
+    }
+    Ok(out)
+}
+
+fn hf_vision_name(gguf: &str) -> Option<String> {
+    if let Some(rest) = gguf.strip_prefix("mm.") {
+        return Some(format!("mm.{rest}"));
+    }
+    let (stem, kind) = gguf.rsplit_once('.')?;
+    let hf = match stem {
+        "v.patch_embd" => "embeddings.patch_embedding".to_string(),
+        "v.position_embd" => "embeddings.position_embedding".to_string(),
+        _ => {
+            let rest = stem.strip_prefix("v.blk.")?;
+            let (layer, part) = rest.split_once('.')?;
+            let part = match part {
+                "ln1" => "layer_norm1",
+                "ln2" => "layer_norm2",
+                "attn_q" => "self_attn.q_proj",
+                "attn_k" => "self_attn.k_proj",
+                "attn_v" => "self_attn.v_proj",
+                "attn_out" => "self_attn.out_proj",
+                "ffn_up" => "mlp.fc1",
+                "ffn_down" => "mlp.fc2",
+                _ => return None,
+            };
+            format!("encoder.layers.{layer}.{part}")
+        }
+    };
+    Some(format!("tower.{hf}.{kind}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clip_names_map_onto_the_siglip_layout() {
+        assert_eq!(
+            hf_vision_name("v.blk.3.attn_out.bias").as_deref(),
+            Some("tower.encoder.layers.3.self_attn.out_proj.bias")
+        );
+        assert_eq!(
+            hf_vision_name("v.patch_embd.weight").as_deref(),
+            Some("tower.embeddings.patch_embedding.weight")
+        );
+        assert_eq!(
+            hf_vision_name("mm.2.weight").as_deref(),
+            Some("mm.2.weight")
+        );
+        assert_eq!(hf_vision_name("v.blk.0.unknown.weight"), None);
+    }
+}
