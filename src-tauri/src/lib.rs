@@ -106,6 +106,8 @@ pub fn init<R: Runtime>(app: &AppHandle<R>, data_dir: &Path) -> Result<(), AppEr
 /// Loads the last used model at start-up without holding up the window; the UI follows
 /// progress through `model_status`, and a failure shows there (never a crash).
 fn load_in_background<R: Runtime>(app: AppHandle<R>, path: PathBuf) {
+    // Said at once, so the page's first `model_status` shows the load, not the set-up screen.
+    app.state::<AppState>().model.mark_loading();
     tauri::async_runtime::spawn(async move {
         let state = app.state::<AppState>();
         let threads = state.settings().threads;

@@ -124,9 +124,14 @@ impl ModelWorker {
             .map_err(|_| AppError::internal("the model thread has stopped; restart ImpChat"))
     }
 
+    /// Says `loading` until a load that is about to be started has finished.
+    pub fn mark_loading(&self) {
+        *lock(&self.status) = ModelStatus::loading();
+    }
+
     /// Loads a model (replacing the current one); status is `loading` until it is done.
     pub async fn load(&self, path: PathBuf, threads: Option<usize>) -> AppResult<ModelInfoDto> {
-        *lock(&self.status) = ModelStatus::loading();
+        self.mark_loading();
         let status = Arc::clone(&self.status);
         self.run(move |slot| {
             slot.clear();

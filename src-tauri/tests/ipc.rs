@@ -27,6 +27,31 @@ fn start(data_dir: &Path) -> TestApp {
     TestApp { _app: app, window }
 }
 
+fn invoke_on(window: &WebviewWindow<MockRuntime>, cmd: &str, args: Value) -> Result<Value, Value> {
+    call(window, cmd, InvokeBody::Json(args), Default::default())
+        .map(|body| body.deserialize::<Value>().expect("JSON reply"))
+}
+
+fn call(
+    window: &WebviewWindow<MockRuntime>,
+    cmd: &str,
+    body: InvokeBody,
+    headers: tauri::http::HeaderMap,
+) -> Result<InvokeResponseBody, Value> {
+    get_ipc_response(
+        window,
+        InvokeRequest {
+            cmd: cmd.into(),
+            callback: CallbackFn(0),
+            error: CallbackFn(1),
+            url: "tauri://localhost".parse().expect("url"),
+            body,
+            headers,
+            invoke_key: INVOKE_KEY.to_string(),
+        },
+    )
+}
+
 impl TestApp {
     fn invoke_body(
         &self,
@@ -34,23 +59,11 @@ impl TestApp {
         body: InvokeBody,
         headers: tauri::http::HeaderMap,
     ) -> Result<InvokeResponseBody, Value> {
-        get_ipc_response(
-            &self.window,
-            InvokeRequest {
-                cmd: cmd.into(),
-                callback: CallbackFn(0),
-                error: CallbackFn(1),
-                url: "tauri://localhost".parse().expect("url"),
-                body,
-                headers,
-                invoke_key: INVOKE_KEY.to_string(),
-            },
-        )
+        call(&self.window, cmd, body, headers)
     }
 
     fn invoke(&self, cmd: &str, args: Value) -> Result<Value, Value> {
-        self.invoke_body(cmd, InvokeBody::Json(args), Default::default())
-            .map(|body| body.deserialize::<Value>().expect("JSON reply"))
+        invoke_on(&self.window, cmd, args)
     }
 
     fn ok(&self, cmd: &str, args: Value) -> Value {
@@ -475,4 +488,46 @@ fn a_model_that_cannot_load_is_reported_and_the_app_keeps_working() {
         .expect("error")
         .contains("config.json"));
     assert!(app.ok("list_conversations", json!({})).as_array().is_some());
+}
+
+#[test]
+fn stop_ends_the_answer_as_stopped_and_keeps_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start(dir.path());
+    app.ok(
+        "load_model",
+        json!({ "path": repo_root().join(TINY_MODEL) }),
+    );
+    let conversation = app.ok("create_conversation", json!({}))["id"].clone();
+    let window = app.window.clone();
+    let question = conversation.clone();
+    let asking = std::thread::spawn(move || {
+        invoke_on(
+            &window,
+            "send_message",
+            json!({ "conversationId": question, "text": "Tell me a story.", "imageTokens": [],
+                    "onEvent": "__CHANNEL__:3" }),
+        )
+    });
+    // Press stop until the answer has ended: the first press that lands while the answer
+    // is being written must end it.
+    while !asking.is_finished() {
+        app.ok("stop_generation", json!({}));
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let status = asking.join().expect("send_message thread");
+    assert_eq!(status, Ok(json!("stopped")));
+    let chat = app.ok("get_conversation", json!({ "id": conversation }));
+    let answer = &chat["messages"][1];
+    assert_eq!(answer["status"], "stopped");
+    assert_eq!(answer["stats"]["stopReason"], "cancelled");
+    assert_eq!(answer["error"], Value::Null);
+
+    // The app is free again: the next question is answered.
+    let next = app.invoke(
+        "send_message",
+        json!({ "conversationId": conversation, "text": "Go on.", "imageTokens": [],
+                "onEvent": "__CHANNEL__:4" }),
+    );
+    assert_eq!(next, Ok(json!("complete")));
 }
