@@ -23,14 +23,16 @@ READY = re.compile(r"serving on http://(127\.0\.0\.1:\d+)/v1")
 class Server:
     """A running `impchat serve` whose stderr (the request log) is collected line by line."""
 
-    def __init__(self, *extra_args: str, api_key: str | None = API_KEY):
+    def __init__(self, *extra_args: str, api_key: str | None = API_KEY, env: dict | None = None):
         args = [str(BINARY), "serve", "--model", str(MODEL_DIR), "--port", "0"]
         if api_key:
             args += ["--api-key", api_key]
         args += list(extra_args)
         self.api_key = api_key
+        environment = {k: v for k, v in os.environ.items() if k != "IMPCHAT_API_KEY"}
+        environment.update(env or {})
         self.process = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=environment
         )
         self.lines: list[str] = []
         self._lock = threading.Lock()
@@ -92,8 +94,8 @@ class Server:
 
 
 @contextmanager
-def running_server(*extra_args: str, api_key: str | None = API_KEY):
-    server = Server(*extra_args, api_key=api_key)
+def running_server(*extra_args: str, api_key: str | None = API_KEY, env: dict | None = None):
+    server = Server(*extra_args, api_key=api_key, env=env)
     try:
         yield server
     finally:

@@ -251,7 +251,7 @@ def test_non_image_data_urls_are_refused(client, model_id):
     assert caught.value.body["message"].startswith("image 1:")
 
 
-def test_oversized_image_and_body_are_413(server, model_id):
+def test_oversized_image_and_body_are_413(server, model_id, tmp_path):
     big = base64.b64encode(bytes(17 * 1024 * 1024)).decode()
     body = json.dumps({"model": model_id, "messages": [
         {"role": "user", "content": image_message("data:image/png;base64," + big)}]})
@@ -260,10 +260,21 @@ def test_oversized_image_and_body_are_413(server, model_id):
     assert_openai_error(parsed)
     assert "limit" in parsed["error"]["message"]
 
-    huge = b'{"model": "' + b"x" * (33 * 1024 * 1024) + b'"}'
-    status, parsed = post_raw(server, huge)
-    assert status == 413
-    assert_openai_error(parsed)
+    # curl sends `Expect: 100-continue` for large bodies, so the server can refuse before
+    # reading 33 MiB (a plain client may see the connection closed while still sending).
+    huge = tmp_path / "huge.json"
+    huge.write_bytes(b'{"model": "' + b"x" * (33 * 1024 * 1024) + b'"}')
+    result = subprocess.run(
+        [
+            "curl", "-s", "-w", "\n%{http_code}", "-H", f"Authorization: Bearer {API_KEY}",
+            "-H", "Content-Type: application/json", "--data-binary", f"@{huge}",
+            f"{server.base_url}/chat/completions",
+        ],
+        capture_output=True, text=True, check=True, timeout=60,
+    )
+    body, status = result.stdout.rsplit("\n", 1)
+    assert status == "413"
+    assert_openai_error(json.loads(body))
 
 
 def test_missing_or_wrong_api_key_is_401(server, model_id):
@@ -275,6 +286,13 @@ def test_missing_or_wrong_api_key_is_401(server, model_id):
         assert parsed["error"]["code"] == "invalid_api_key"
     with pytest.raises(openai.AuthenticationError):
         server.client(api_key="wrong-key").models.list()
+
+
+def test_the_api_key_can_come_from_the_environment():
+    with running_server(api_key=None, env={"IMPCHAT_API_KEY": "from-env"}) as keyed:
+        with pytest.raises(openai.AuthenticationError):
+            keyed.client(api_key="wrong-key").models.list()
+        assert keyed.client(api_key="from-env").models.list().data
 
 
 # --- concurrency ------------------------------------------------------------------------------
@@ -294,7 +312,8 @@ def test_disconnect_mid_stream_cancels_and_the_next_request_is_served(server, cl
 
 
 def test_full_queue_answers_429_and_everyone_gets_an_answer():
-    with running_server("--max-queue", "1", api_key=None) as busy:
+    # Two queue slots: the first two requests are always accepted, whatever the timing.
+    with running_server("--max-queue", "2", api_key=None) as busy:
         model_id = busy.client().models.list().data[0].id
         body = json.dumps({"model": model_id, "max_tokens": 400,
                            "messages": [{"role": "user", "content": "Tell me a long story."}]})

@@ -405,13 +405,9 @@ fn ctrl_c_stops_the_answer_and_exits_130() {
         .arg("ask")
         .arg("--model")
         .arg(model())
-        .args([
-            "--max-tokens",
-            "2500",
-            "--temp",
-            "1",
-            "Tell me a long story.",
-        ])
+        // Greedy decoding of this prompt runs to the token limit (seconds), so the signal
+        // arrives mid-answer.
+        .args(["--max-tokens", "2500", "Tell me a long story."])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -24,6 +24,8 @@ use crate::model_args::ModelArgs;
 use handlers::{AppState, SharedState};
 use queue::ModelQueue;
 
+const API_KEY_VARIABLE: &str = "IMPCHAT_API_KEY";
+
 /// Largest request body accepted; a few full-size photos as base64 fit.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
 
@@ -45,7 +47,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080)]
     port: u16,
 
-    /// Require 'Authorization: Bearer KEY' on every request.
+    /// Require 'Authorization: Bearer KEY' on every request. The environment variable
+    /// IMPCHAT_API_KEY does the same and keeps the key out of the process list.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
 
@@ -85,15 +88,20 @@ pub fn run(args: ServeArgs) -> Outcome {
             max_image_bytes: args.max_image_mib as usize * 1024 * 1024,
         },
     });
-    let router = router(state, &args);
+    let api_key = args.api_key.clone().or_else(|| {
+        std::env::var(API_KEY_VARIABLE)
+            .ok()
+            .filter(|key| !key.is_empty())
+    });
+    let router = router(state, api_key.as_deref(), args.cors_origin.as_ref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .or_exit(ExitKind::Failure)?;
-    runtime.block_on(listen(router, &args, queue))
+    runtime.block_on(listen(router, &args, api_key.is_some(), queue))
 }
 
-fn router(state: SharedState, args: &ServeArgs) -> Router {
+fn router(state: SharedState, api_key: Option<&str>, cors_origin: Option<&HeaderValue>) -> Router {
     let mut router = Router::new()
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{id}", get(handlers::get_model))
@@ -102,14 +110,14 @@ fn router(state: SharedState, args: &ServeArgs) -> Router {
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .with_state(state)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
-    if let Some(key) = &args.api_key {
-        let key: Arc<str> = Arc::from(key.as_str());
+    if let Some(key) = api_key {
+        let key: Arc<str> = Arc::from(key);
         router = router.layer(axum::middleware::from_fn_with_state(
             key,
             auth::require_api_key,
         ));
     }
-    if let Some(origin) = &args.cors_origin {
+    if let Some(origin) = cors_origin {
         let cors = CorsLayer::new()
             .allow_origin(origin.clone())
             .allow_methods([Method::GET, Method::POST])
@@ -119,7 +127,7 @@ fn router(state: SharedState, args: &ServeArgs) -> Router {
     router
 }
 
-async fn listen(router: Router, args: &ServeArgs, queue: ModelQueue) -> Outcome {
+async fn listen(router: Router, args: &ServeArgs, has_key: bool, queue: ModelQueue) -> Outcome {
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|err| {
@@ -134,7 +142,7 @@ async fn listen(router: Router, args: &ServeArgs, queue: ModelQueue) -> Outcome 
             )
         })?;
     let address: SocketAddr = listener.local_addr().or_exit(ExitKind::Failure)?;
-    if !address.ip().is_loopback() && args.api_key.is_none() {
+    if !address.ip().is_loopback() && !has_key {
         eprintln!(
             "impchat: warning: listening on {} without --api-key; anyone who can reach this \
              machine can use the model",
