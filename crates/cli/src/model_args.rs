@@ -8,7 +8,8 @@ use crate::exit::Failure;
 
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
-    /// Folder of an Imp checkpoint (config.json, tokenizer files, *.safetensors).
+    /// Imp checkpoint folder (config.json, tokenizer files, *.safetensors), or a converted
+    /// .gguf file with its mmproj-*.gguf beside it.
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 
@@ -24,7 +25,7 @@ impl ModelArgs {
                 crate::exit::ExitKind::ModelLoad,
                 anyhow::anyhow!(
                     "cannot load the model at '{}': no such file or folder; pass the folder of an \
-                     Imp checkpoint (config.json, tokenizer files, *.safetensors)",
+                     Imp checkpoint (config.json, tokenizer files, *.safetensors) or a .gguf file",
                     self.model.display()
                 ),
             ));
