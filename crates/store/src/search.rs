@@ -50,44 +50,66 @@ impl Store {
         Ok(hits)
     }
 
+    /// Ranking and snippets happen inside FTS5 (`ORDER BY rank LIMIT`), so only
+    /// the returned rows get a snippet. The trash filter comes after the limit,
+    /// so the limit is widened by the number of rows in the trash.
     fn search_titles(&self, query: &str, limit: i64) -> Result<Vec<SearchHit>> {
+        let trashed: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM conversations WHERE deleted_at IS NOT NULL")?
+            .query_row([], |row| row.get(0))?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT c.id, c.title, highlight(conversations_fts, 0, char(1), char(2)), bm25(conversations_fts)
-             FROM conversations_fts JOIN conversations c ON c.seq = conversations_fts.rowid
-             WHERE conversations_fts MATCH ?1 AND c.deleted_at IS NULL
-             ORDER BY bm25(conversations_fts) LIMIT ?2",
+            "SELECT c.id, c.title, f.marked, f.rank
+             FROM (SELECT rowid, highlight(conversations_fts, 0, char(1), char(2)) AS marked, rank
+                   FROM conversations_fts WHERE conversations_fts MATCH ?1 ORDER BY rank LIMIT ?2) f
+             JOIN conversations c ON c.seq = f.rowid
+             WHERE c.deleted_at IS NULL
+             ORDER BY f.rank LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![query, limit], |row| {
-            Ok(SearchHit {
-                conversation_id: row.get(0)?,
-                message_id: None,
-                title: row.get(1)?,
-                snippet: row.get(2)?,
-                rank: -row.get::<_, f64>(3)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![query, limit.saturating_add(trashed), limit],
+            |row| {
+                Ok(SearchHit {
+                    conversation_id: row.get(0)?,
+                    message_id: None,
+                    title: row.get(1)?,
+                    snippet: row.get(2)?,
+                    rank: -row.get::<_, f64>(3)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     fn search_messages(&self, query: &str, limit: i64) -> Result<Vec<SearchHit>> {
+        let trashed: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM conversations c JOIN messages m ON m.conversation_id = c.id
+                 WHERE c.deleted_at IS NOT NULL",
+            )?
+            .query_row([], |row| row.get(0))?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT m.conversation_id, m.id, c.title,
-                    snippet(messages_fts, 0, char(1), char(2), '…', ?3), bm25(messages_fts)
-             FROM messages_fts
-             JOIN messages m ON m.seq = messages_fts.rowid
+            "SELECT m.conversation_id, m.id, c.title, f.snip, f.rank
+             FROM (SELECT rowid, snippet(messages_fts, 0, char(1), char(2), '…', ?4) AS snip, rank
+                   FROM messages_fts WHERE messages_fts MATCH ?1 ORDER BY rank LIMIT ?2) f
+             JOIN messages m ON m.seq = f.rowid
              JOIN conversations c ON c.id = m.conversation_id
-             WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL
-             ORDER BY bm25(messages_fts) LIMIT ?2",
+             WHERE c.deleted_at IS NULL
+             ORDER BY f.rank LIMIT ?3",
         )?;
-        let rows = stmt.query_map(params![query, limit, SNIPPET_TOKENS], |row| {
-            Ok(SearchHit {
-                conversation_id: row.get(0)?,
-                message_id: Some(row.get(1)?),
-                title: row.get(2)?,
-                snippet: row.get(3)?,
-                rank: -row.get::<_, f64>(4)?,
-            })
-        })?;
+        let rows = stmt.query_map(
+            params![query, limit.saturating_add(trashed), limit, SNIPPET_TOKENS],
+            |row| {
+                Ok(SearchHit {
+                    conversation_id: row.get(0)?,
+                    message_id: Some(row.get(1)?),
+                    title: row.get(2)?,
+                    snippet: row.get(3)?,
+                    rank: -row.get::<_, f64>(4)?,
+                })
+            },
+        )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

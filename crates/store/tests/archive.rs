@@ -230,7 +230,12 @@ fn sample(store: &Store) -> (String, String) {
     let image = store.put_image(&common::png(30, 20, 7)).unwrap();
     let chat = store.create_conversation(Some("Sample chat")).unwrap().id;
     let question = store
-        .add_user_message(&chat, None, "What colour is this?", &[image.sha256.clone()])
+        .add_user_message(
+            &chat,
+            None,
+            "What colour is this?",
+            std::slice::from_ref(&image.sha256),
+        )
         .unwrap();
     store
         .add_message(

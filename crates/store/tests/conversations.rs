@@ -191,7 +191,12 @@ fn messages_cannot_cross_conversations_or_reference_unknown_things() {
     ));
     let missing_image = "0".repeat(64);
     let err = store
-        .add_user_message(&a.id, Some(&in_a), "look", &[missing_image.clone()])
+        .add_user_message(
+            &a.id,
+            Some(&in_a),
+            "look",
+            std::slice::from_ref(&missing_image),
+        )
         .unwrap_err();
     assert!(matches!(err, StoreError::ImageMissing(ref sha) if *sha == missing_image));
     assert!(err.to_string().contains("add the image again"), "{err}");
