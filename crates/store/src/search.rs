@@ -1,8 +1,11 @@
 //! Full-text search over titles and message text (FTS5, bm25 ranking).
 
-use rusqlite::params;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::Duration;
 
-use crate::error::Result;
+use rusqlite::{params, ErrorCode};
+
+use crate::error::{Result, StoreError};
 use crate::store::Store;
 use crate::types::SearchHit;
 
@@ -11,6 +14,10 @@ pub const MATCH_START: char = '\u{1}';
 pub const MATCH_END: char = '\u{2}';
 /// Words of context a snippet shows around the matches.
 const SNIPPET_TOKENS: i32 = 12;
+/// Ranking scores every matching message; for a word in most of a million
+/// messages that takes seconds, so past this budget the newest matches are
+/// shown instead.
+const RANKING_BUDGET: Duration = Duration::from_millis(60);
 
 /// Turns what the user typed into an FTS5 query that cannot be FTS syntax:
 /// every word becomes a quoted string (quotes doubled), all must match, and the
@@ -82,6 +89,17 @@ impl Store {
     }
 
     fn search_messages(&self, query: &str, limit: i64) -> Result<Vec<SearchHit>> {
+        match self.within(RANKING_BUDGET, || {
+            self.search_messages_by(query, limit, "rank")
+        })? {
+            Some(hits) => Ok(hits),
+            None => self.search_messages_by(query, limit, "rowid DESC"),
+        }
+    }
+
+    /// `order` is `rank` or `rowid DESC` (newest first), both of which FTS5
+    /// serves itself, so only returned rows get a snippet.
+    fn search_messages_by(&self, query: &str, limit: i64, order: &str) -> Result<Vec<SearchHit>> {
         let trashed: i64 = self
             .conn
             .prepare_cached(
@@ -89,15 +107,15 @@ impl Store {
                  WHERE c.deleted_at IS NOT NULL",
             )?
             .query_row([], |row| row.get(0))?;
-        let mut stmt = self.conn.prepare_cached(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT m.conversation_id, m.id, c.title, f.snip, f.rank
              FROM (SELECT rowid, snippet(messages_fts, 0, char(1), char(2), '…', ?4) AS snip, rank
-                   FROM messages_fts WHERE messages_fts MATCH ?1 ORDER BY rank LIMIT ?2) f
+                   FROM messages_fts WHERE messages_fts MATCH ?1 ORDER BY {order} LIMIT ?2) f
              JOIN messages m ON m.seq = f.rowid
              JOIN conversations c ON c.id = m.conversation_id
              WHERE c.deleted_at IS NULL
-             ORDER BY f.rank LIMIT ?3",
-        )?;
+             ORDER BY f.{order} LIMIT ?3"
+        ))?;
         let rows = stmt.query_map(
             params![query, limit.saturating_add(trashed), limit, SNIPPET_TOKENS],
             |row| {
@@ -112,11 +130,72 @@ impl Store {
         )?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+
+    /// Runs `query`, interrupting it after `budget`; `None` when interrupted.
+    fn within<T>(&self, budget: Duration, query: impl FnOnce() -> Result<T>) -> Result<Option<T>> {
+        let handle = self.conn.get_interrupt_handle();
+        let (done, wait) = mpsc::channel::<()>();
+        let timer = std::thread::spawn(move || {
+            if let Err(RecvTimeoutError::Timeout) = wait.recv_timeout(budget) {
+                handle.interrupt();
+            }
+        });
+        let result = query();
+        drop(done);
+        // Joined before returning, so a late interrupt cannot hit the next
+        // statement (SQLite clears it when the next statement starts anyway).
+        let _ = timer.join();
+        match result {
+            Ok(value) => Ok(Some(value)),
+            Err(StoreError::Sqlite(e))
+                if e.sqlite_error_code() == Some(ErrorCode::OperationInterrupted) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::fts_query;
+    use crate::Store;
+
+    #[test]
+    fn the_fallback_for_common_words_lists_the_newest_matches_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let chat = store.create_conversation(None).unwrap();
+        let mut parent = None;
+        for text in ["llama one", "llama llama llama two", "llama three"] {
+            parent = Some(
+                store
+                    .add_user_message(&chat.id, parent.as_deref(), text, &[])
+                    .unwrap(),
+            );
+        }
+        let query = fts_query("llama ").unwrap();
+        let newest: Vec<String> = store
+            .search_messages_by(&query, 10, "rowid DESC")
+            .unwrap()
+            .into_iter()
+            .map(|hit| hit.snippet)
+            .collect();
+        assert_eq!(
+            newest,
+            [
+                "\u{1}llama\u{2} three",
+                "\u{1}llama\u{2} \u{1}llama\u{2} \u{1}llama\u{2} two",
+                "\u{1}llama\u{2} one"
+            ]
+        );
+        let ranked = store.search_messages_by(&query, 10, "rank").unwrap();
+        assert!(
+            ranked[0].snippet.ends_with("two"),
+            "the densest match ranks first"
+        );
+    }
 
     #[test]
     fn quotes_every_word_and_prefixes_the_last_while_typing() {
