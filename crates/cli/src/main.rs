@@ -3,10 +3,13 @@
 
 mod ask;
 mod chat;
+mod convert_cmd;
 mod exit;
 mod images;
 mod interrupt;
 mod model_args;
+mod models_cmd;
+mod progress_line;
 mod save;
 mod serve;
 
@@ -47,6 +50,12 @@ enum Command {
     /// Serve the model over an OpenAI-compatible HTTP API (/v1/models, /v1/chat/completions).
     #[command(after_help = EXIT_CODES)]
     Serve(serve::ServeArgs),
+    /// Manage models: list the catalog, pull, import, remove, verify.
+    #[command(after_help = EXIT_CODES)]
+    Models(models_cmd::ModelsArgs),
+    /// Convert a checkpoint folder into a language-model GGUF and its mmproj GGUF.
+    #[command(after_help = EXIT_CODES)]
+    Convert(convert_cmd::ConvertArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +67,8 @@ fn main() -> ExitCode {
         Command::Ask(args) => ask::run(args),
         Command::Chat(args) => chat::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Models(args) => models_cmd::run(args),
+        Command::Convert(args) => convert_cmd::run(args),
     };
     match outcome {
         Ok(code) => code,
