@@ -247,9 +247,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<rusqlite::Result<Vec<_>>>()?
     };
     for (word, documents) in &frequencies {
-        let (ms, hits) = time(|| store.search(word, 50));
+        // The trailing space marks the word as finished (no prefix matching).
+        let (ms, hits) = time(|| store.search(&format!("{word} "), 50));
         println!(
-            "search {word:?} (in {documents} messages): {ms:.2} ms, {} hits",
+            "search the word {word:?} (in {documents} messages): {ms:.2} ms, {} hits",
             hits?.len()
         );
     }
