@@ -42,10 +42,15 @@ async function textOf(selector, timeout = SLOW) {
   return (await el.getText()).trim();
 }
 
+// Screenshots go to tests/e2e/test-results; UPDATE_SCREENSHOTS=1 also refreshes the committed
+// copies in assets/screenshots (so a plain test run leaves the work tree clean).
 async function screenshot(name) {
-  const dir = join(root, 'assets/screenshots');
-  mkdirSync(dir, { recursive: true });
-  await browser.saveScreenshot(join(dir, name));
+  const dirs = [join(root, 'tests/e2e/test-results')];
+  if (process.env.UPDATE_SCREENSHOTS === '1') dirs.push(join(root, 'assets/screenshots'));
+  for (const dir of dirs) {
+    mkdirSync(dir, { recursive: true });
+    await browser.saveScreenshot(join(dir, name));
+  }
 }
 
 before(async () => {
