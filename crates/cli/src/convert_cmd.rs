@@ -28,7 +28,7 @@ pub struct ConvertArgs {
     overwrite: bool,
 }
 
-fn parse_lm(text: &str) -> Result<LmQuant, String> {
+pub fn parse_lm(text: &str) -> Result<LmQuant, String> {
     text.parse().map_err(|err: ConvertError| err.to_string())
 }
 

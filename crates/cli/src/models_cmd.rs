@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use impchat_convert::{ConvertOptions, LmQuant, VisionQuant};
 use impchat_models::{
-    self as models, Catalog, CatalogEntry, CheckpointError, HubConfig, ImportError, ModelId,
-    Progress, PullError, PullRequest, StoreError,
+    self as models, Catalog, CatalogEntry, CheckpointError, ConvertHook, HubConfig, ImportError,
+    Manifest, ManifestFile, ModelId, Progress, PullError, PullRequest, StoreError,
 };
 use serde::Serialize;
 
@@ -34,6 +35,10 @@ enum ModelsCommand {
     Pull {
         /// Catalog id (see `impchat models list`) or Hugging Face repo.
         id: String,
+        /// Also convert it to GGUF at this language-model quantization (q4_k_m, q4_0, q5_k,
+        /// q6_k, q8_0, f16) before installing; the checkpoint files are kept.
+        #[arg(long, value_parser = crate::convert_cmd::parse_lm)]
+        quant: Option<LmQuant>,
     },
     /// Install a copy of a checkpoint folder you already have.
     Import {
@@ -57,7 +62,7 @@ pub fn run(args: ModelsArgs) -> Outcome {
     };
     match args.command {
         ModelsCommand::List { json } => list(&dir, json),
-        ModelsCommand::Pull { id } => pull(&dir, &id),
+        ModelsCommand::Pull { id, quant } => pull(&dir, &id, quant),
         ModelsCommand::Import { path, id } => import(&dir, &path, id),
         ModelsCommand::Remove { id } => {
             let id = model_id(&id)?;
@@ -192,7 +197,7 @@ fn list(dir: &Path, json: bool) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn pull(dir: &Path, id: &str) -> Outcome {
+fn pull(dir: &Path, id: &str, quant: Option<LmQuant>) -> Outcome {
     let catalog = catalog()?;
     let entry = catalog.find(id).ok_or_else(|| {
         Failure::bad_input(format!(
@@ -206,7 +211,16 @@ fn pull(dir: &Path, id: &str) -> Outcome {
     ctrlc::set_handler(move || handler_cancel.cancel()).or_exit(ExitKind::Failure)?;
     let mut line = ProgressLine::new();
     let mut on_progress = |p: &Progress| line.update(&progress_text(entry, p), false);
-    let result = models::pull(dir, &config, &request, &mut on_progress, &cancel);
+    let result = match quant {
+        Some(lm) => {
+            let hook = GgufHook {
+                name: entry.id.to_string(),
+                lm,
+            };
+            models::pull_with_hook(dir, &config, &request, &mut on_progress, &cancel, &hook)
+        }
+        None => models::pull(dir, &config, &request, &mut on_progress, &cancel),
+    };
     line.finish();
     match result {
         Ok(outcome) => {
@@ -223,6 +237,45 @@ fn pull(dir: &Path, id: &str) -> Outcome {
         Err(PullError::Store(err)) => Err(store_failure(err)),
         Err(err @ PullError::InvalidRequest(_)) => Err(Failure::bad_input(err)),
         Err(err) => Err(Failure::new(ExitKind::Failure, err)),
+    }
+}
+
+/// Converts the verified download to GGUF in staging, so the install holds both.
+struct GgufHook {
+    name: String,
+    lm: LmQuant,
+}
+
+impl ConvertHook for GgufHook {
+    fn convert_staged(&self, staged_dir: &Path, manifest: &mut Manifest) -> Result<(), String> {
+        eprintln!("{}: converting to {} GGUF...", self.name, self.lm);
+        let opts = ConvertOptions {
+            lm: self.lm,
+            vision: VisionQuant::F16,
+            name: Some(self.name.clone()),
+            overwrite: true,
+        };
+        let output = impchat_convert::convert(staged_dir, staged_dir, &opts, &mut |_| {})
+            .map_err(|err| err.to_string())?;
+        for written in [output.language_model, output.projector] {
+            let file_name = written
+                .path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| format!("{} has no file name", written.path.display()))?;
+            let sha256 = models::hashing::sha256_file(&written.path)
+                .map_err(|err| format!("cannot hash {}: {err}", written.path.display()))?;
+            let size = std::fs::metadata(&written.path)
+                .map_err(|err| format!("cannot read {}: {err}", written.path.display()))?
+                .len();
+            manifest.files.retain(|f| f.path != file_name);
+            manifest.files.push(ManifestFile {
+                path: file_name,
+                size,
+                sha256,
+            });
+        }
+        Ok(())
     }
 }
 
