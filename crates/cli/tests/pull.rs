@@ -5,6 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
 use serde_json::Value;
@@ -39,14 +40,26 @@ fn checkpoint_bytes(path: &str) -> Vec<u8> {
     }
 }
 
-fn answer(mut stream: TcpStream, content: fn(&str) -> Vec<u8>) -> std::io::Result<()> {
+#[derive(Clone, Copy)]
+struct Hub {
+    content: fn(&str) -> Vec<u8>,
+    /// Send bodies 1 KiB at a time with a pause, so a download can be interrupted midway.
+    slow: bool,
+}
+
+fn answer(mut stream: TcpStream, hub: Hub) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
+    let mut range_start = 0usize;
     loop {
         let mut header = String::new();
         if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
             break;
+        }
+        let lower = header.trim().to_ascii_lowercase();
+        if let Some(range) = lower.strip_prefix("range: bytes=") {
+            range_start = range.trim_end_matches('-').parse().unwrap_or(0);
         }
     }
     let mut parts = request_line.split_whitespace();
@@ -59,15 +72,31 @@ fn answer(mut stream: TcpStream, content: fn(&str) -> Vec<u8>) -> std::io::Resul
         );
     };
     let file = rest.split_once('/').map_or(rest, |(_, file)| file);
-    let body = content(file);
+    let body = (hub.content)(file);
     let digest = hex(&Sha256::digest(&body));
-    write!(
-        stream,
-        "HTTP/1.1 200 OK\r\nETag: \"{digest}\"\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )?;
+    let total = body.len();
+    if method == "GET" && range_start > 0 && range_start < total {
+        write!(
+            stream,
+            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {range_start}-{}/{total}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            total - 1,
+            total - range_start
+        )?;
+    } else {
+        range_start = 0;
+        write!(
+            stream,
+            "HTTP/1.1 200 OK\r\nETag: \"{digest}\"\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
+        )?;
+    }
     if method == "GET" {
-        stream.write_all(&body)?;
+        for chunk in body[range_start..].chunks(1024) {
+            stream.write_all(chunk)?;
+            if hub.slow {
+                stream.flush()?;
+                thread::sleep(Duration::from_millis(20));
+            }
+        }
     }
     stream.flush()
 }
@@ -76,12 +105,12 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn start_hub(content: fn(&str) -> Vec<u8>) -> String {
+fn start_hub(hub: Hub) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let address = listener.local_addr().expect("local address");
     thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            thread::spawn(move || answer(stream, content));
+            thread::spawn(move || answer(stream, hub));
         }
     });
     format!("http://{address}")
@@ -101,7 +130,10 @@ fn impchat(dir: &Path, endpoint: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn pull_downloads_verifies_and_installs_with_progress() {
-    let endpoint = start_hub(file_bytes);
+    let endpoint = start_hub(Hub {
+        content: file_bytes,
+        slow: false,
+    });
     let dir = tempfile::tempdir().expect("temp dir");
     let output = impchat(dir.path(), &endpoint, &["pull", "imp-v1.5-3b-phi2"]);
     assert!(output.status.success(), "{output:?}");
@@ -132,7 +164,10 @@ fn pull_downloads_verifies_and_installs_with_progress() {
 
 #[test]
 fn a_failed_conversion_installs_nothing_and_says_why() {
-    let endpoint = start_hub(file_bytes);
+    let endpoint = start_hub(Hub {
+        content: file_bytes,
+        slow: false,
+    });
     let dir = tempfile::tempdir().expect("temp dir");
     // The test hub's bytes are not real safetensors, so the GGUF conversion must refuse them.
     let output = impchat(
@@ -155,7 +190,10 @@ fn a_failed_conversion_installs_nothing_and_says_why() {
 
 #[test]
 fn pull_with_quant_installs_a_gguf_that_answers() {
-    let endpoint = start_hub(checkpoint_bytes);
+    let endpoint = start_hub(Hub {
+        content: checkpoint_bytes,
+        slow: false,
+    });
     let dir = tempfile::tempdir().expect("temp dir");
     let output = impchat(
         dir.path(),
@@ -179,4 +217,69 @@ fn pull_with_quant_installs_a_gguf_that_answers() {
         .output()
         .expect("impchat runs");
     assert!(answer.status.success(), "{answer:?}");
+}
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_keeps_the_parts_and_the_next_pull_resumes_them() {
+    use std::process::{Command, Stdio};
+
+    let endpoint = start_hub(Hub {
+        content: file_bytes,
+        slow: true,
+    });
+    let dir = tempfile::tempdir().expect("temp dir");
+    let staging = dir.path().join(".staging/imp-v1.5-3b-phi2");
+    let child = Command::new(env!("CARGO_BIN_EXE_impchat"))
+        .env("HF_ENDPOINT", &endpoint)
+        .env_remove("HF_TOKEN")
+        .args(["models", "pull", "imp-v1.5-3b-phi2", "--models-dir"])
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starts");
+    let started = Instant::now();
+    let downloading = || {
+        std::fs::read_dir(&staging).is_ok_and(|entries| {
+            entries.flatten().any(|e| {
+                e.file_name().to_string_lossy().ends_with(".part")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+    };
+    while !downloading() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the download never started"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    let killed = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("exits");
+    assert_eq!(output.status.code(), Some(130), "{output:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr
+            .trim_end()
+            .lines()
+            .last()
+            .is_some_and(|l| l.contains("cancelled")),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("imp-v1.5-3b-phi2").exists());
+    assert!(downloading(), "the partial files are kept");
+
+    let resumed = impchat(dir.path(), &endpoint, &["pull", "imp-v1.5-3b-phi2"]);
+    assert!(resumed.status.success(), "{resumed:?}");
+    assert!(
+        String::from_utf8_lossy(&resumed.stdout).contains("resumed"),
+        "{resumed:?}"
+    );
+    let verify = impchat(dir.path(), &endpoint, &["verify", "imp-v1.5-3b-phi2"]);
+    assert!(verify.status.success(), "{verify:?}");
 }
