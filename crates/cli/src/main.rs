@@ -23,7 +23,8 @@ Exit codes:
   1    unexpected failure (the model computation failed, the port is taken, ...)
   2    usage error (unknown flag, missing or empty question, ...)
   3    the model could not be loaded
-  4    bad input (unreadable image, prompt too long for the model's context, ...)
+  4    bad input (unreadable image, prompt too long, not a model folder, unknown or
+       damaged model, ...)
   130  interrupted with Ctrl+C";
 
 #[derive(Parser)]
