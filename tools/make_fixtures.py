@@ -40,6 +40,17 @@ from transformers import (
     SiglipVisionModel,
 )
 
+import PIL
+
+# Imp was trained with Pillow <= 12, whose bicubic resize always runs the horizontal pass first.
+# Pillow 13 sometimes runs the vertical pass first (python-pillow PR #9549), which moves some
+# pixels of a squashed portrait image by a few levels. The references follow training time.
+if int(PIL.__version__.split(".")[0]) >= 13:
+    raise SystemExit(
+        f"Pillow {PIL.__version__} found; the references need Pillow < 13 "
+        '(python3 -m venv --system-site-packages /tmp/pil12 && /tmp/pil12/bin/pip install "pillow<13")'
+    )
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
 MODELS = FIXTURES / "models"

@@ -317,11 +317,9 @@ fn imp_v1_5_4b_phi3_pads_images() {
     check_checkpoint("imp-v1.5-4b-phi3", "imp-v1.5-4b-phi3", &IMAGES);
 }
 
-/// The portrait receipt squashed to a square: Pillow 13 runs the vertical pass first here
-/// (the smaller intermediate image), impchat-input the horizontal one, so pixels differ by
-/// up to 3/255 and features by ~0.3 %.
+/// The portrait receipt squashed to a square: the references come from Pillow 12 (what Imp
+/// was trained with), which runs the horizontal pass first, as impchat-input does.
 #[test]
-#[ignore = "impchat-input's bicubic pass order differs from Pillow for a portrait squash"]
 fn portrait_squash_pipeline_matches_pillow() {
     for (checkpoint, reference) in [
         ("imp-v1-3b-old", "imp-v1-3b"),
