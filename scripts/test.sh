@@ -25,10 +25,11 @@ step "rustfmt" cargo fmt --all -- --check
 step "ui: build" npm --prefix ui run build
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "rust tests (nextest)" cargo nextest run --workspace --locked --no-fail-fast
+step "rust doc tests" cargo test --workspace --doc --locked
 step "ui: type check and lint" npm --prefix ui run check
 step "ui: Playwright tests (Chromium)" npm --prefix ui test
-[ -x tests/openai/run.sh ] && step "server: official openai client tests" tests/openai/run.sh
-[ -x tests/e2e/run.sh ] && step "app: end-to-end tests (WebKit, tauri-driver)" tests/e2e/run.sh
+step "server: official openai client tests" bash -c "cargo build -p impchat-cli --locked && tests/openai/run.sh"
+step "app: end-to-end tests (WebKit, tauri-driver)" tests/e2e/run.sh
 step "mobile: engine builds for aarch64-linux-android" \
   cargo check -p impchat-engine --target aarch64-linux-android --locked
 
