@@ -25,7 +25,6 @@ step "rustfmt" cargo fmt --all -- --check
 step "ui: build" npm --prefix ui run build
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "rust tests (nextest)" cargo nextest run --workspace --locked --no-fail-fast
-step "rust doc tests" cargo test --workspace --doc --locked
 step "ui: type check and lint" npm --prefix ui run check
 step "ui: Playwright tests (Chromium)" npm --prefix ui test
 step "server: official openai client tests" bash -c "cargo build -p impchat-cli --locked && tests/openai/run.sh"

@@ -3,8 +3,8 @@
 //! repair, pass `integrity_check`, hold every text the child reported as
 //! committed, and show the answer that was in flight as `interrupted`.
 //!
-//! This binary is both parent and child (it runs itself with `CHILD_ENV` set),
-//! hence `harness = false`.
+//! The test binary is both parent and child: the parent re-runs this one test
+//! in its own executable with `CHILD_ENV` set.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -19,7 +19,10 @@ const ROUNDS: usize = 30;
 /// Kills land this long after the child starts.
 const KILL_AFTER_MS: std::ops::Range<u64> = 20..350;
 
-fn main() {
+const TEST_NAME: &str = "sigkilled_writer_loses_nothing_committed";
+
+#[test]
+fn sigkilled_writer_loses_nothing_committed() {
     match std::env::var_os(CHILD_ENV) {
         Some(dir) => child(Path::new(&dir)),
         None => parent(),
@@ -61,6 +64,8 @@ fn chunks(text: &str) -> Vec<String> {
 
 /// Streams answers forever, reporting on stdout only what has been committed.
 fn child(dir: &Path) {
+    // The harness has printed "test <name> ... " without a newline; start the reports on a line of their own.
+    println!();
     let result = (|| -> Result<(), impchat_store::StoreError> {
         let (store, _) = Store::open(dir)?;
         let chat = match store.list_conversations(false)?.into_iter().next() {
@@ -120,6 +125,7 @@ fn parent() {
 
     for round in 0..ROUNDS {
         let mut child = Command::new(&exe)
+            .args(["--exact", TEST_NAME, "--nocapture", "--test-threads=1"])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -146,7 +152,13 @@ fn parent() {
         let lines = reader.join().expect("reader thread");
 
         let mut in_flight = None;
-        for line in &lines {
+        // The test harness prints its own lines too; only the child's reports count.
+        let reports = lines.iter().filter(|line| {
+            ["BEGIN ", "FLUSH ", "DONE "]
+                .iter()
+                .any(|prefix| line.starts_with(prefix))
+        });
+        for line in reports {
             let parts: Vec<&str> = line.split(' ').collect();
             match parts.as_slice() {
                 ["BEGIN", id, n] => {
