@@ -40,10 +40,14 @@ pub(crate) fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Err
     }
 }
 
-/// Where models live unless the user chose another folder: `<data dir>/ImpChat/models`
-/// (e.g. `~/.local/share/ImpChat/models` on Linux). `None` when the OS reports no data dir.
+/// The folder name of ImpChat's data under the OS data dir: the desktop app's identifier,
+/// so the app and the `impchat` command share one set of models.
+const APP_DATA_FOLDER: &str = "app.impchat.desktop";
+
+/// Where models live unless the user chose another folder: `<data dir>/app.impchat.desktop/models`
+/// (e.g. `~/.local/share/app.impchat.desktop/models` on Linux). `None` when the OS reports no data dir.
 pub fn default_models_dir() -> Option<PathBuf> {
-    dirs::data_dir().map(|dir| dir.join("ImpChat").join("models"))
+    dirs::data_dir().map(|dir| dir.join(APP_DATA_FOLDER).join("models"))
 }
 
 pub fn model_dir(models_dir: &Path, id: &ModelId) -> PathBuf {
