@@ -9,6 +9,7 @@ pub mod qwen2;
 mod attention;
 mod layers;
 mod rotary;
+mod swiglu_block;
 
 pub use cache::KvCache;
 

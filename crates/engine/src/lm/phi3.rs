@@ -5,10 +5,11 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, RmsNorm, VarBuilder};
 use serde::Serialize;
 
-use super::attention::{attend, causal_mask};
-use super::layers::{lm_head, split_qkv};
-use super::qwen2::{check_heads, swiglu};
+use super::attention::causal_mask;
+use super::layers::lm_head;
+use super::qwen2::check_heads;
 use super::rotary::Rotary;
+use super::swiglu_block::{run_blocks, BlockShape, SwiGluBlock};
 use super::{check_position, KvCache, LanguageModel};
 use crate::config::Json;
 use crate::error::EngineError;
@@ -69,20 +70,10 @@ impl Config {
 }
 
 #[derive(Debug, Clone)]
-struct Block {
-    attn_norm: RmsNorm,
-    qkv: Linear,
-    o_proj: Linear,
-    mlp_norm: RmsNorm,
-    gate_up: Linear,
-    down: Linear,
-}
-
-#[derive(Debug, Clone)]
 pub struct Phi3 {
     config: Config,
     embed: Embedding,
-    blocks: Vec<Block>,
+    blocks: Vec<SwiGluBlock>,
     norm: RmsNorm,
     head: Linear,
     rotary: Rotary,
@@ -101,7 +92,7 @@ impl Phi3 {
             let b = vb.pp("model.layers").pp(i);
             let attn = b.pp("self_attn");
             let mlp = b.pp("mlp");
-            blocks.push(Block {
+            blocks.push(SwiGluBlock {
                 attn_norm: candle_nn::rms_norm(
                     c.hidden_size,
                     c.rms_norm_eps,
@@ -160,28 +151,22 @@ impl LanguageModel for Phi3 {
     fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache, pos: usize) -> Result<Tensor> {
         check_position(cache, pos)?;
         let c = &self.config;
-        let len = embeds.dim(1)?;
-        let mask = causal_mask(len, pos, c.sliding_window, embeds.device())?;
-        let mut xs = embeds.clone();
-        for (i, block) in self.blocks.iter().enumerate() {
-            let normed = block.attn_norm.forward(&xs)?;
-            let qkv = block.qkv.forward(&normed)?;
-            let (q, k, v) = split_qkv(
-                &qkv,
-                c.num_attention_heads,
-                c.num_key_value_heads,
-                c.head_dim(),
-            )?;
-            let q = self.rotary.apply(&q, pos)?;
-            let k = self.rotary.apply(&k, pos)?;
-            let (k, v) = cache.append(i, &k, &v)?;
-            let attn = block.o_proj.forward(&attend(&q, &k, &v, mask.as_ref())?)?;
-            xs = (xs + attn)?;
-
-            let normed = block.mlp_norm.forward(&xs)?;
-            let hidden = swiglu(&block.gate_up.forward(&normed)?, c.intermediate_size)?;
-            xs = (xs + block.down.forward(&hidden)?)?;
-        }
+        let mask = causal_mask(embeds.dim(1)?, pos, c.sliding_window, embeds.device())?;
+        let shape = BlockShape {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim(),
+            intermediate: c.intermediate_size,
+        };
+        let xs = run_blocks(
+            &self.blocks,
+            shape,
+            &self.rotary,
+            mask.as_ref(),
+            embeds,
+            cache,
+            pos,
+        )?;
         self.norm.forward(&xs)
     }
 

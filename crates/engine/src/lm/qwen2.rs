@@ -5,9 +5,10 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{Embedding, RmsNorm, VarBuilder};
 use serde::Serialize;
 
-use super::attention::{attend, causal_mask};
-use super::layers::{fused_linear, lm_head, split_qkv};
+use super::attention::causal_mask;
+use super::layers::{fused_linear, lm_head};
 use super::rotary::Rotary;
+use super::swiglu_block::{run_blocks, BlockShape, SwiGluBlock};
 use super::{check_position, KvCache, LanguageModel};
 use crate::config::Json;
 use crate::error::EngineError;
@@ -79,20 +80,10 @@ pub(crate) fn check_heads(
 }
 
 #[derive(Debug, Clone)]
-struct Block {
-    attn_norm: RmsNorm,
-    qkv: Linear,
-    o_proj: Linear,
-    mlp_norm: RmsNorm,
-    gate_up: Linear,
-    down: Linear,
-}
-
-#[derive(Debug, Clone)]
 pub struct Qwen2 {
     config: Config,
     embed: Embedding,
-    blocks: Vec<Block>,
+    blocks: Vec<SwiGluBlock>,
     norm: RmsNorm,
     head: Linear,
     rotary: Rotary,
@@ -120,7 +111,7 @@ impl Qwen2 {
                 (mlp.pp("gate_proj"), c.intermediate_size),
                 (mlp.pp("up_proj"), c.intermediate_size),
             ];
-            blocks.push(Block {
+            blocks.push(SwiGluBlock {
                 attn_norm: candle_nn::rms_norm(
                     c.hidden_size,
                     c.rms_norm_eps,
@@ -166,13 +157,6 @@ impl Qwen2 {
     }
 }
 
-/// `down(silu(gate) * up)` from the fused `[gate | up]` projection.
-pub(crate) fn swiglu(gate_up: &Tensor, intermediate: usize) -> Result<Tensor> {
-    let gate = gate_up.narrow(2, 0, intermediate)?;
-    let up = gate_up.narrow(2, intermediate, intermediate)?;
-    candle_nn::ops::silu(&gate)? * up
-}
-
 impl LanguageModel for Qwen2 {
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
         self.embed.forward(ids)
@@ -181,28 +165,22 @@ impl LanguageModel for Qwen2 {
     fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache, pos: usize) -> Result<Tensor> {
         check_position(cache, pos)?;
         let c = &self.config;
-        let len = embeds.dim(1)?;
-        let mask = causal_mask(len, pos, None, embeds.device())?;
-        let mut xs = embeds.clone();
-        for (i, block) in self.blocks.iter().enumerate() {
-            let normed = block.attn_norm.forward(&xs)?;
-            let qkv = block.qkv.forward(&normed)?;
-            let (q, k, v) = split_qkv(
-                &qkv,
-                c.num_attention_heads,
-                c.num_key_value_heads,
-                c.head_dim(),
-            )?;
-            let q = self.rotary.apply(&q, pos)?;
-            let k = self.rotary.apply(&k, pos)?;
-            let (k, v) = cache.append(i, &k, &v)?;
-            let attn = block.o_proj.forward(&attend(&q, &k, &v, mask.as_ref())?)?;
-            xs = (xs + attn)?;
-
-            let normed = block.mlp_norm.forward(&xs)?;
-            let hidden = swiglu(&block.gate_up.forward(&normed)?, c.intermediate_size)?;
-            xs = (xs + block.down.forward(&hidden)?)?;
-        }
+        let mask = causal_mask(embeds.dim(1)?, pos, None, embeds.device())?;
+        let shape = BlockShape {
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim(),
+            intermediate: c.intermediate_size,
+        };
+        let xs = run_blocks(
+            &self.blocks,
+            shape,
+            &self.rotary,
+            mask.as_ref(),
+            embeds,
+            cache,
+            pos,
+        )?;
         self.norm.forward(&xs)
     }
 
