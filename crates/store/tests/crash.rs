@@ -215,10 +215,15 @@ fn parent() {
                     "round {round}: answer {id} has {stored_chars} chars, child reported {} committed; seed {seed}",
                     reported.committed_chars
                 );
-                assert_eq!(
+                // The kill can land between the commit of `finish` and the
+                // child's "DONE" line; then the answer is whole and complete.
+                let finished_unreported =
+                    message.status == MessageStatus::Complete && message.content == full;
+                assert!(
+                    message.status == MessageStatus::Interrupted || finished_unreported,
+                    "round {round}: unfinished answer {id} is {:?} with {stored_chars} of {} chars, not interrupted; seed {seed}",
                     message.status,
-                    MessageStatus::Interrupted,
-                    "round {round}: unfinished answer {id} not marked interrupted"
+                    full.chars().count()
                 );
             }
         }
