@@ -73,6 +73,35 @@ impl ChatTemplate {
     /// generation. `turns` should alternate and end with the user's turn; each turn is
     /// rendered by its role, earlier assistant turns closed with the family's end token.
     pub fn render(&self, system: &str, turns: &[Turn]) -> String {
+        let mut out = self.render_turns(system, turns);
+        out.push_str(self.style().assistant_prefix);
+        out
+    }
+
+    /// Renders the conversation with the assistant's answer left open after `partial`, so
+    /// the model carries on writing it (Hugging Face's `continue_final_message`): no
+    /// end-of-turn marker follows `partial`. `turns` end with the user's turn, as for
+    /// [`ChatTemplate::render`]; an empty `partial` renders exactly what `render` does.
+    ///
+    /// `partial` is joined the way a generated answer follows the assistant prefix, so the
+    /// prompt's text is the original prompt followed by the answer so far.
+    pub fn render_continuing(&self, system: &str, turns: &[Turn], partial: &str) -> String {
+        let style = self.style();
+        let mut out = self.render_turns(system, turns);
+        out.push_str(style.assistant_prefix);
+        // Phi-2's prefix ends at the colon and its answers start with a space token; a stored
+        // answer that lost that space gets it back, one that kept it is not given a second.
+        if !partial.is_empty()
+            && !style.assistant_prefix.ends_with(char::is_whitespace)
+            && !partial.starts_with(char::is_whitespace)
+        {
+            out.push(' ');
+        }
+        out.push_str(partial);
+        out
+    }
+
+    fn render_turns(&self, system: &str, turns: &[Turn]) -> String {
         let style = self.style();
         let mut out = String::new();
         out.push_str(style.system_open);
@@ -92,7 +121,6 @@ impl ChatTemplate {
                 }
             }
         }
-        out.push_str(style.assistant_prefix);
         out
     }
 
@@ -232,6 +260,48 @@ mod tests {
             ChatTemplate::Phi3.render("SYS", &turns),
             "<|system|>\nSYS<|end|>\n<|user|>\n<image>\nQ1<|end|>\n<|assistant|>\nA1<|end|>\n<|user|>\nQ2<|end|>\n<|assistant|>\n"
         );
+    }
+
+    #[test]
+    fn phi2_continuing_leaves_the_answer_open() {
+        let turns = [Turn::user("Q1"), Turn::assistant("A1"), Turn::user("Q2")];
+        assert_eq!(
+            ChatTemplate::Phi2.render_continuing("SYS", &turns, "The cat"),
+            "SYS USER: Q1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: The cat"
+        );
+        // An answer stored with the space the model wrote first is not given a second one.
+        assert_eq!(
+            ChatTemplate::Phi2.render_continuing("SYS", &turns, " The cat"),
+            "SYS USER: Q1 ASSISTANT: A1</s>USER: Q2 ASSISTANT: The cat"
+        );
+    }
+
+    #[test]
+    fn chatml_continuing_leaves_the_answer_open() {
+        assert_eq!(
+            ChatTemplate::ChatMl.render_continuing("SYS", &[Turn::user("<image>\nQ")], "It is"),
+            "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\n<image>\nQ<|im_end|>\n<|im_start|>assistant\nIt is"
+        );
+    }
+
+    #[test]
+    fn phi3_continuing_leaves_the_answer_open() {
+        let turns = [Turn::user("Q1"), Turn::assistant("A1"), Turn::user("Q2")];
+        assert_eq!(
+            ChatTemplate::Phi3.render_continuing("SYS", &turns, "Two\nlines"),
+            "<|system|>\nSYS<|end|>\n<|user|>\nQ1<|end|>\n<|assistant|>\nA1<|end|>\n<|user|>\nQ2<|end|>\n<|assistant|>\nTwo\nlines"
+        );
+    }
+
+    #[test]
+    fn continuing_an_empty_answer_is_a_fresh_prompt() {
+        let turns = [Turn::user("<image>\nQ")];
+        for t in [ChatTemplate::Phi2, ChatTemplate::ChatMl, ChatTemplate::Phi3] {
+            assert_eq!(
+                t.render_continuing("SYS", &turns, ""),
+                t.render("SYS", &turns)
+            );
+        }
     }
 
     #[test]

@@ -1,4 +1,0 @@
-#![allow(dead_code)] // each test binary uses a different part of the support code
-
-pub mod checkpoint;
-pub mod hub_server;
