@@ -15,6 +15,8 @@ pub mod import;
 pub mod manifest;
 pub mod memory;
 pub mod store;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 
 pub use cancel::CancelToken;
 pub use catalog::{

@@ -72,6 +72,15 @@ impl InstalledModel {
     pub fn last_used_ms(&self) -> Option<u64> {
         self.manifest.last_used_ms
     }
+
+    /// The commit the hub resolved the requested revision to when this model was downloaded
+    /// (`X-Repo-Commit`); `None` for imports and for hubs that did not say.
+    pub fn hub_commit(&self) -> Option<&str> {
+        match &self.manifest.source {
+            crate::manifest::Source::Hub { commit, .. } => commit.as_deref(),
+            crate::manifest::Source::Import { .. } => None,
+        }
+    }
 }
 
 /// A folder in the models dir that looks like a model but cannot be read as one.

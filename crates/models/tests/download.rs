@@ -1,20 +1,18 @@
 //! Downloads against a real HTTP server on 127.0.0.1 that behaves like the Hugging Face Hub
 //! (resolve redirect, LFS ETag headers, Range/206/416) and injects faults.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use impchat_models::test_support::checkpoint::{tiny_checkpoint, SHARD_1, SHARD_2};
+use impchat_models::test_support::hub_server::{Fault, HubServer, COMMIT, REPO, REVISION};
 use impchat_models::{
     list_installed, pull, staging_dir, validate_checkpoint, verify, CancelToken, HubConfig,
     ModelId, Phase, Progress, PullError, PullOutcome, PullRequest, Source, WantedFile,
 };
 use sha2::{Digest, Sha256};
-use support::checkpoint::{tiny_checkpoint, SHARD_1, SHARD_2};
-use support::hub_server::{Fault, HubServer, COMMIT, REPO, REVISION};
 
 fn config(server: &HubServer) -> HubConfig {
     HubConfig {
@@ -135,6 +133,13 @@ fn clean_download_installs_a_verified_model() {
         }
         other => panic!("unexpected source {other:?}"),
     }
+    assert_eq!(installed.hub_commit(), Some(COMMIT));
+    let listed = list_installed(models.path()).expect("list");
+    assert_eq!(
+        listed.models[0].hub_commit(),
+        Some(COMMIT),
+        "the commit survives a re-read"
+    );
     assert!(
         !staging_dir(models.path(), &model_id()).exists(),
         "staging left behind"

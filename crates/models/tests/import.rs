@@ -1,15 +1,15 @@
 //! Importing local checkpoint folders, and the installed-model lifecycle (list, verify, remove).
 
-mod support;
-
 use std::fs;
 use std::path::Path;
 
+use impchat_models::test_support::checkpoint::{
+    text_only_shard, tiny_checkpoint, write_checkpoint, SHARD_1, SHARD_2,
+};
 use impchat_models::{
     import_checkpoint, list_installed, remove, validate_checkpoint, verify, CancelToken,
     CheckpointError, FileProblem, ImportError, LmFamily, ModelId, Source, TokenizerFiles,
 };
-use support::checkpoint::{text_only_shard, tiny_checkpoint, write_checkpoint, SHARD_1, SHARD_2};
 
 fn id(text: &str) -> ModelId {
     ModelId::new(text).unwrap_or_else(|e| panic!("{e}"))

@@ -58,6 +58,7 @@ struct Served {
 
 #[derive(Default)]
 struct State {
+    repo: String,
     files: HashMap<String, Served>,
     faults: HashMap<String, Fault>,
     log: Vec<Logged>,
@@ -77,6 +78,14 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl HubServer {
     /// Serves `files` for `REPO` at `REVISION`; `.safetensors` files are served as LFS.
     pub fn start(files: &std::collections::BTreeMap<String, Vec<u8>>) -> HubServer {
+        Self::start_repo(REPO, files)
+    }
+
+    /// Serves `files` for `repo` (`owner/name`) at `REVISION`.
+    pub fn start_repo(
+        repo: &str,
+        files: &std::collections::BTreeMap<String, Vec<u8>>,
+    ) -> HubServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
         listener
             .set_nonblocking(true)
@@ -87,7 +96,10 @@ impl HubServer {
                 .local_addr()
                 .unwrap_or_else(|e| panic!("addr: {e}"))
         );
-        let mut state = State::default();
+        let mut state = State {
+            repo: repo.to_string(),
+            ..State::default()
+        };
         for (name, bytes) in files {
             state.files.insert(
                 name.clone(),
@@ -206,7 +218,7 @@ fn handle(mut stream: TcpStream, state: &Mutex<State>) -> std::io::Result<()> {
     let Some(request) = read_request(&stream)? else {
         return Ok(());
     };
-    let resolve_prefix = format!("/{REPO}/resolve/{REVISION}/");
+    let resolve_prefix = format!("/{}/resolve/{REVISION}/", lock(state).repo);
     if let Some(file) = request.path.strip_prefix(&resolve_prefix) {
         resolve(&mut stream, state, &request, file)
     } else if let Some(sha) = request.path.strip_prefix("/cdn/") {
