@@ -22,6 +22,19 @@ use crate::sampler::Sampler;
 /// Prompts longer than this are prefilled in chunks, bounding the attention scratch memory.
 const PREFILL_CHUNK: usize = 512;
 
+/// How many of the answer's last tokens the detokeniser sees before continuing it, so the
+/// first new piece keeps the space or joins the character it starts with.
+const CONTINUE_CONTEXT_TOKENS: usize = 16;
+
+/// What the model writes for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Reply {
+    /// A new answer to the conversation's last (user) message.
+    Answer,
+    /// More of the conversation's last (assistant) message.
+    Continue,
+}
+
 pub(crate) type ImageDigest = [u8; 32];
 
 /// One sequence position: a text token, or one row of an image's features.
@@ -77,6 +90,30 @@ impl Session {
         cancel: &CancelToken,
         on_event: &mut dyn FnMut(GenerationEvent),
     ) -> Result<GenerationStats, EngineError> {
+        self.reply(req, Reply::Answer, cancel, on_event)
+    }
+
+    /// Carries on writing the last message of `req`, which must be the assistant's (e.g. an
+    /// answer stopped early or cut at the token limit): the prompt ends with that text and
+    /// no end-of-turn marker, and only the new text is streamed. Otherwise like
+    /// [`Session::generate`]; right after the answer was written here, its tokens are
+    /// still cached and only the last one is computed again.
+    pub fn continue_answer(
+        &mut self,
+        req: &GenerateRequest,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(GenerationEvent),
+    ) -> Result<GenerationStats, EngineError> {
+        self.reply(req, Reply::Continue, cancel, on_event)
+    }
+
+    fn reply(
+        &mut self,
+        req: &GenerateRequest,
+        reply: Reply,
+        cancel: &CancelToken,
+        on_event: &mut dyn FnMut(GenerationEvent),
+    ) -> Result<GenerationStats, EngineError> {
         let model = self.model.clone();
         let inner = model.inner();
         // The math runs on the model's CPU pool; events come back over a channel so that
@@ -90,7 +127,7 @@ impl Session {
                 };
                 let result = inner
                     .runtime
-                    .run(|| self.generate_inner(inner, req, cancel, &mut send));
+                    .run(|| self.generate_inner(inner, req, reply, cancel, &mut send));
                 drop(events);
                 result
             });
@@ -113,11 +150,12 @@ impl Session {
         &mut self,
         inner: &Inner,
         req: &GenerateRequest,
+        reply: Reply,
         cancel: &CancelToken,
         on_event: &mut (dyn FnMut(GenerationEvent) + Send),
     ) -> Result<GenerationStats, EngineError> {
         let started = Instant::now();
-        let prompt = build_prompt(inner, req)?;
+        let prompt = build_prompt_for(inner, req, reply)?;
         if prompt.slots.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -207,6 +245,15 @@ impl Session {
             .collect();
         let mut sampler = Sampler::new(&req.sampling);
         let mut stream = TextStream::new(&inner.tokenizer, true);
+        if reply == Reply::Continue {
+            // Decoded only as context for the first new token; that text is already written.
+            let context = history.len().saturating_sub(CONTINUE_CONTEXT_TOKENS);
+            for &token in &history[context..] {
+                stream
+                    .push(token)
+                    .map_err(|e| EngineError::Tokenizer(e.to_string()))?;
+            }
+        }
         let stops: Vec<String> = req
             .stop
             .iter()
@@ -326,7 +373,28 @@ pub(crate) fn embed_slots(
 /// Renders the conversation with the family's template, splits it at `<image>` and
 /// lays it out as sequence positions.
 pub(crate) fn build_prompt(inner: &Inner, req: &GenerateRequest) -> Result<Prompt, EngineError> {
-    let Some(last) = req.messages.last() else {
+    build_prompt_for(inner, req, Reply::Answer)
+}
+
+fn build_prompt_for(
+    inner: &Inner,
+    req: &GenerateRequest,
+    reply: Reply,
+) -> Result<Prompt, EngineError> {
+    let (messages, partial) = match reply {
+        Reply::Answer => (req.messages.as_slice(), None),
+        Reply::Continue => match req.messages.split_last() {
+            Some((answer, earlier)) if answer.role == Role::Assistant => {
+                (earlier, Some(answer.text.as_str()))
+            }
+            _ => {
+                return Err(EngineError::InvalidRequest(
+                    "only an answer can be continued: the conversation must end with the assistant's message".to_string(),
+                ))
+            }
+        },
+    };
+    let Some(last) = messages.last() else {
         return Err(EngineError::EmptyPrompt);
     };
     if last.role != Role::User {
@@ -341,7 +409,7 @@ pub(crate) fn build_prompt(inner: &Inner, req: &GenerateRequest) -> Result<Promp
     let mut system = req.system.clone();
     let mut turns = Vec::new();
     let mut images = Vec::new();
-    for message in &req.messages {
+    for message in messages {
         match message.role {
             Role::System => system = Some(message.text.clone()),
             Role::User => {
@@ -358,7 +426,10 @@ pub(crate) fn build_prompt(inner: &Inner, req: &GenerateRequest) -> Result<Promp
         }
     }
     let system = system.unwrap_or_else(|| inner.template.default_system().to_string());
-    let text = inner.template.render(&system, &turns);
+    let text = match partial {
+        Some(partial) => inner.template.render_continuing(&system, &turns, partial),
+        None => inner.template.render(&system, &turns),
+    };
 
     let pieces = splice::tokenize_prompt(&inner.tokenizer, &text, images.len(), inner.bos_token_id)
         .map_err(|e| match e {

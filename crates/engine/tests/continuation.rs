@@ -1,0 +1,158 @@
+//! Continuing an answer. Greedy generation stopped after k tokens and then continued
+//! writes the same text as one uninterrupted greedy run whenever the text so far
+//! re-tokenises to the tokens that were generated. That is not always so: a token that
+//! ends inside a UTF-8 character is stored as U+FFFD (the bytes are lost), and a model can
+//! generate a token sequence the tokenizer would never produce for that text (`"a"+"b"`
+//! where it encodes `"ab"`). The random fixture models do both often; trained models on
+//! ordinary text rarely. These tests check the equality exactly where re-tokenisation is
+//! faithful, which the session shows: the continued prompt is then the cached prompt plus
+//! the answer's tokens, and only its last position is computed again.
+
+use std::path::Path;
+
+use impchat_engine::{
+    CancelToken, ChatMessage, EngineError, GenerateRequest, GenerationEvent, GenerationStats,
+    LoadOptions, Model, Session, StopReason,
+};
+
+const FAMILIES: [&str; 3] = [
+    "imp-v1.5-3b-phi2",
+    "imp-v1.5-2b-qwen1.5",
+    "imp-v1.5-4b-phi3",
+];
+const ANSWER_TOKENS: usize = 24;
+
+fn model(name: &str) -> Model {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures/models")
+        .join(name);
+    Model::load(dir, &LoadOptions { threads: Some(1) }).expect("load fixture")
+}
+
+fn question() -> Vec<ChatMessage> {
+    vec![ChatMessage::user("Describe the picture in detail.")]
+}
+
+fn request(messages: Vec<ChatMessage>, max_new_tokens: usize) -> GenerateRequest {
+    GenerateRequest {
+        max_new_tokens,
+        ..GenerateRequest::new(messages)
+    }
+}
+
+fn answered(messages: &[ChatMessage], partial: &str) -> Vec<ChatMessage> {
+    let mut messages = messages.to_vec();
+    messages.push(ChatMessage::assistant(partial));
+    messages
+}
+
+/// Runs `generate` or `continue_answer` and returns the streamed text.
+fn text_of(
+    session: &mut Session,
+    req: &GenerateRequest,
+    continuing: bool,
+) -> Result<(String, GenerationStats), EngineError> {
+    let mut text = String::new();
+    let mut on_event = |event| {
+        if let GenerationEvent::Token { text: piece } = event {
+            text.push_str(&piece);
+        }
+    };
+    let cancel = CancelToken::new();
+    let stats = if continuing {
+        session.continue_answer(req, &cancel, &mut on_event)
+    } else {
+        session.generate(req, &cancel, &mut on_event)
+    }?;
+    Ok((text, stats))
+}
+
+#[test]
+fn stopping_and_continuing_writes_the_uninterrupted_answer_where_retokenisation_is_faithful() {
+    for name in FAMILIES {
+        let model = model(name);
+        let (full, stats) = text_of(
+            &mut model.new_session(),
+            &request(question(), ANSWER_TOKENS),
+            false,
+        )
+        .expect("full answer");
+        assert_eq!(stats.stop_reason, Some(StopReason::MaxTokens), "{name}");
+        let mut faithful = 0;
+        for k in 1..ANSWER_TOKENS {
+            let mut session = model.new_session();
+            let (first, _) = text_of(&mut session, &request(question(), k), false).expect("first");
+            let (rest, continued) = text_of(
+                &mut session,
+                &request(answered(&question(), &first), ANSWER_TOKENS - k),
+                true,
+            )
+            .expect("continued");
+            if continued.prompt_tokens == stats.prompt_tokens + k
+                && continued.prompt_tokens_computed == 1
+            {
+                faithful += 1;
+                assert_eq!(
+                    first.clone() + &rest,
+                    full,
+                    "{name}: stopped after {k} tokens"
+                );
+                assert_eq!(
+                    continued.generated_tokens,
+                    ANSWER_TOKENS - k,
+                    "{name} k={k}"
+                );
+            }
+        }
+        // Phi-2's byte-level BPE reproduces its first cut points exactly.
+        if name == "imp-v1.5-3b-phi2" {
+            assert!(faithful >= 1, "{name}: only {faithful} faithful cut points");
+        }
+    }
+}
+
+#[test]
+fn a_fresh_session_continues_like_the_one_that_wrote_the_answer() {
+    let model = model("imp-v1.5-3b-phi2");
+    let mut session = model.new_session();
+    let (first, _) = text_of(&mut session, &request(question(), 2), false).expect("first");
+    let continuation = request(answered(&question(), &first), 8);
+    let (same_session, cached) = text_of(&mut session, &continuation, true).expect("same");
+    let (fresh, computed) = text_of(&mut model.new_session(), &continuation, true).expect("fresh");
+    assert_eq!(same_session, fresh);
+    assert_eq!(cached.prompt_tokens_computed, 1);
+    assert_eq!(computed.prompt_tokens_computed, computed.prompt_tokens);
+}
+
+#[test]
+fn continuing_an_empty_answer_is_answering() {
+    for name in FAMILIES {
+        let model = model(name);
+        let (answer, _) =
+            text_of(&mut model.new_session(), &request(question(), 8), false).expect("answer");
+        let (continued, _) = text_of(
+            &mut model.new_session(),
+            &request(answered(&question(), ""), 8),
+            true,
+        )
+        .expect("continued");
+        assert_eq!(answer, continued, "{name}");
+    }
+}
+
+#[test]
+fn only_a_trailing_answer_can_be_continued() {
+    let model = model("imp-v1.5-3b-phi2");
+    let err = text_of(&mut model.new_session(), &request(question(), 4), true)
+        .expect_err("nothing to continue");
+    assert!(matches!(err, EngineError::InvalidRequest(_)), "{err}");
+    assert!(err.to_string().contains("assistant"), "{err}");
+    // A new answer still needs the user's turn last.
+    let err = text_of(
+        &mut model.new_session(),
+        &request(answered(&question(), "It"), 4),
+        false,
+    )
+    .expect_err("ends with an answer");
+    assert!(matches!(err, EngineError::InvalidRequest(_)), "{err}");
+}
