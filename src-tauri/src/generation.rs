@@ -22,11 +22,22 @@ pub struct AnswerRows {
     pub assistant_message_id: String,
 }
 
+/// Whether the answer row is written from scratch or carried on from its stored text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// A new (empty) answer to the question before it.
+    Answer,
+    /// New text appended to the answer's stored text; the model sees that text as the
+    /// start of its own, unfinished answer.
+    Continue,
+}
+
 /// Everything the model thread needs for one answer.
 struct Prepared {
     conversation_id: String,
     writer: StreamWriter,
     request: GenerateRequest,
+    reply: Reply,
     provenance: Provenance,
 }
 
@@ -65,6 +76,7 @@ pub async fn run(
     model: &ModelInfoDto,
     conversation_id: &str,
     rows: AnswerRows,
+    reply: Reply,
     on_event: Channel<StreamEvent>,
 ) -> AppResult<MessageStatus> {
     let prepared = {
@@ -75,6 +87,7 @@ pub async fn run(
             model,
             conversation_id,
             &rows.assistant_message_id,
+            reply,
         )
     };
     let _ = on_event.send(StreamEvent::Started {
@@ -114,6 +127,7 @@ fn prepare(
     model: &ModelInfoDto,
     conversation_id: &str,
     answer_id: &str,
+    reply: Reply,
 ) -> AppResult<Prepared> {
     let conversation = store.get_conversation(conversation_id)?;
     let chat = ChatSettings::from_json(conversation.settings.as_ref())
@@ -124,7 +138,7 @@ fn prepare(
         .clone()
         .or_else(|| settings.system_prompt.clone())
         .filter(|prompt| !prompt.trim().is_empty());
-    let messages = history(store, &conversation, answer_id)?;
+    let messages = history(store, &conversation, answer_id, reply)?;
     let request = GenerateRequest {
         system,
         messages,
@@ -153,22 +167,29 @@ fn prepare(
         conversation_id: conversation_id.to_string(),
         writer,
         request,
+        reply,
         provenance,
     })
 }
 
-/// The active branch before the answer being written, as the engine's messages.
+/// The active branch before the answer being written (up to and including it when it is
+/// continued), as the engine's messages.
 fn history(
     store: &Store,
     conversation: &Conversation,
     answer_id: &str,
+    reply: Reply,
 ) -> AppResult<Vec<ChatMessage>> {
-    let mut messages = Vec::with_capacity(conversation.messages.len());
-    for message in conversation
+    let end = conversation
         .messages
         .iter()
-        .take_while(|message| message.id != answer_id)
-    {
+        .position(|message| message.id == answer_id)
+        .map_or(conversation.messages.len(), |at| match reply {
+            Reply::Answer => at,
+            Reply::Continue => at + 1,
+        });
+    let mut messages = Vec::with_capacity(end);
+    for message in &conversation.messages[..end] {
         // A failed answer is not something the model said.
         if message.status == MessageStatus::Error {
             continue;
@@ -202,6 +223,7 @@ fn generate(
         conversation_id,
         mut writer,
         request,
+        reply,
         provenance,
     } = prepared;
     let Some((_, session)) = slot.model_and_session(&conversation_id) else {
@@ -228,7 +250,10 @@ fn generate(
             // Stats come with the call's result.
             GenerationEvent::Done { .. } => {}
         };
-        session.generate(&request, cancel, &mut on_event)
+        match reply {
+            Reply::Answer => session.generate(&request, cancel, &mut on_event),
+            Reply::Continue => session.continue_answer(&request, cancel, &mut on_event),
+        }
     };
     let (finish, stats) = match result {
         Ok(stats) => {

@@ -531,3 +531,84 @@ fn stop_ends_the_answer_as_stopped_and_keeps_it() {
     );
     assert_eq!(next, Ok(json!("complete")));
 }
+
+fn set_max_tokens(app: &TestApp, conversation: &Value, max_tokens: u64) {
+    let settings = json!({ "temperature": 0.0, "topP": null, "topK": null,
+                           "maxTokens": max_tokens, "repetitionPenalty": 1.0, "seed": 1 });
+    app.ok(
+        "set_chat_settings",
+        json!({ "id": conversation, "systemPrompt": null, "settings": settings }),
+    );
+}
+
+#[test]
+fn a_cut_answer_is_continued_in_the_same_message() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start(dir.path());
+    app.ok(
+        "load_model",
+        json!({ "path": repo_root().join(TINY_MODEL) }),
+    );
+    let question = "Describe the picture in detail.";
+
+    // One uninterrupted greedy answer of four tokens ...
+    let whole = app.ok("create_conversation", json!({}))["id"].clone();
+    set_max_tokens(&app, &whole, 4);
+    assert_eq!(ask(&app, &whole, question, vec![]), Ok(json!("complete")));
+    let expected =
+        app.ok("get_conversation", json!({ "id": whole }))["messages"][1]["content"].clone();
+
+    // ... equals one cut at two tokens and continued by two more (this fixture's first
+    // tokens re-tokenise exactly; see crates/engine/tests/continuation.rs).
+    let conversation = app.ok("create_conversation", json!({}))["id"].clone();
+    set_max_tokens(&app, &conversation, 2);
+    assert_eq!(
+        ask(&app, &conversation, question, vec![]),
+        Ok(json!("complete"))
+    );
+    let chat = app.ok("get_conversation", json!({ "id": conversation }));
+    let cut = chat["messages"][1].clone();
+    assert_eq!(cut["stats"]["stopReason"], "max_tokens");
+    let status = app.ok(
+        "continue_message",
+        json!({ "conversationId": conversation, "messageId": cut["id"],
+                "onEvent": "__CHANNEL__:5" }),
+    );
+    assert_eq!(status, "complete");
+    let chat = app.ok("get_conversation", json!({ "id": conversation }));
+    let messages = chat["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 2, "continued in place, no new message");
+    let continued = &messages[1];
+    assert_eq!(continued["id"], cut["id"]);
+    assert_eq!(continued["status"], "complete");
+    assert_eq!(continued["content"], expected);
+    assert_eq!(continued["stats"]["generatedTokens"], 2);
+    assert_eq!(continued["siblingIds"], json!([cut["id"]]));
+
+    // A question, or an answer with a question after it, cannot be continued.
+    let err = app.err(
+        "continue_message",
+        json!({ "conversationId": conversation, "messageId": messages[0]["id"],
+                "onEvent": "__CHANNEL__:6" }),
+    );
+    assert_eq!(err["kind"], "invalid_input");
+    assert_eq!(
+        ask(&app, &conversation, "And then?", vec![]),
+        Ok(json!("complete"))
+    );
+    let err = app.err(
+        "continue_message",
+        json!({ "conversationId": conversation, "messageId": cut["id"],
+                "onEvent": "__CHANNEL__:7" }),
+    );
+    assert_eq!(err["kind"], "invalid_input");
+    assert!(
+        err["message"]
+            .as_str()
+            .expect("message")
+            .contains("latest answer"),
+        "{err}"
+    );
+    let chat = app.ok("get_conversation", json!({ "id": conversation }));
+    assert_eq!(chat["messages"][1]["content"], expected, "nothing changed");
+}

@@ -7,7 +7,7 @@ use tauri::State;
 
 use crate::dto::StreamEvent;
 use crate::error::{AppError, AppResult};
-use crate::generation::{self, AnswerRows};
+use crate::generation::{self, AnswerRows, Reply};
 use crate::state::AppState;
 
 #[tauri::command]
@@ -37,7 +37,16 @@ pub async fn send_message(
         }
     };
     state.staging.release(&image_tokens);
-    generation::run(&state, &busy, &model, &conversation_id, rows, on_event).await
+    generation::run(
+        &state,
+        &busy,
+        &model,
+        &conversation_id,
+        rows,
+        Reply::Answer,
+        on_event,
+    )
+    .await
 }
 
 /// Another answer to the same question, as a sibling of `message_id` (an answer).
@@ -66,7 +75,16 @@ pub async fn regenerate(
             assistant_message_id: assistant,
         }
     };
-    generation::run(&state, &busy, &model, &conversation_id, rows, on_event).await
+    generation::run(
+        &state,
+        &busy,
+        &model,
+        &conversation_id,
+        rows,
+        Reply::Answer,
+        on_event,
+    )
+    .await
 }
 
 /// A new version of the user message `message_id` (same images), answered afresh.
@@ -107,17 +125,61 @@ pub async fn edit_and_resend(
             assistant_message_id: assistant,
         }
     };
-    generation::run(&state, &busy, &model, &conversation_id, rows, on_event).await
+    generation::run(
+        &state,
+        &busy,
+        &model,
+        &conversation_id,
+        rows,
+        Reply::Answer,
+        on_event,
+    )
+    .await
 }
 
-/// Would let the model carry on writing the latest answer `message_id`. The engine only
-/// answers conversations that end with a user message, so this is refused before anything
-/// is changed.
+/// Lets the model carry on writing the latest answer `message_id` (stopped, interrupted or
+/// cut at the length limit): the new text is appended to the same stored answer and
+/// streamed as `token` events; its stats and provenance become the continuation's.
 #[tauri::command]
-pub fn continue_message() -> AppResult<MessageStatus> {
-    Err(AppError::invalid(
-        "continuing an answer is not supported yet; regenerate it with a larger maximum answer length in the chat settings instead",
-    ))
+pub async fn continue_message(
+    state: State<'_, AppState>,
+    conversation_id: String,
+    message_id: String,
+    on_event: Channel<StreamEvent>,
+) -> AppResult<MessageStatus> {
+    let (busy, model) = generation::begin(&state)?;
+    let rows = {
+        let store = state.store();
+        let answer = store.message(&message_id)?;
+        let question = match (answer.role, answer.parent_id) {
+            (Role::Assistant, Some(parent)) => parent,
+            _ => {
+                return Err(AppError::invalid(
+                    "only an answer can be continued; pick one of the assistant's answers",
+                ))
+            }
+        };
+        if store.current_leaf(&conversation_id)?.as_deref() != Some(message_id.as_str()) {
+            return Err(AppError::invalid(
+                "only the latest answer of the conversation can be continued; ask a new question instead",
+            ));
+        }
+        store.continue_answer(&message_id)?;
+        AnswerRows {
+            user_message_id: question,
+            assistant_message_id: message_id,
+        }
+    };
+    generation::run(
+        &state,
+        &busy,
+        &model,
+        &conversation_id,
+        rows,
+        Reply::Continue,
+        on_event,
+    )
+    .await
 }
 
 /// Stops the answer being written; the model notices before its next token.
