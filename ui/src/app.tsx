@@ -67,6 +67,9 @@ export function App(): JSX.Element {
   const [text, setText] = useState('');
   const [staged, setStaged] = useState<StagedItem[]>([]);
   const [notices, setNotices] = useState<string[]>([]);
+  // The store's start-up notices arrive both as an event and from take_store_notices; each is shown once.
+  const [storeNotices, setStoreNotices] = useState<string[]>([]);
+  const addStoreNotices = useCallback((list: string[]) => setStoreNotices((n) => [...n, ...list.filter((x) => !n.includes(x))]), []);
   // Several files can fail at once: keep each message (the newest three), each said once.
   const addNotice = useCallback((text: string) => setNotices((n) => [...n.filter((x) => x !== text), text].slice(-3)), []);
   const [previewKey, setPreviewKey] = useState<string | null>(null);
@@ -106,9 +109,13 @@ export function App(): JSX.Element {
       })
       .catch((e: unknown) => setSettingsError(errorText(e)));
     void refreshList();
-    const unlisten = onStoreNotice((message) => toast(message));
+    const unlisten = onStoreNotice((message) => addStoreNotices([message]));
+    api
+      .takeStoreNotices()
+      .then(addStoreNotices)
+      .catch((e: unknown) => addStoreNotices([`Could not check the conversation database's start-up report: ${errorText(e)}`]));
     return () => void unlisten.then((u) => u());
-  }, [refreshList, toast]);
+  }, [refreshList, addStoreNotices]);
 
   // While the backend reports "loading" (e.g. the last model at start-up), poll until it settles.
   useEffect(() => {
@@ -651,6 +658,18 @@ export function App(): JSX.Element {
             <Icon name="settings" />
           </button>
         </header>
+        {storeNotices.length > 0 && (
+          <div class="inline-error store-notice">
+            <ul class="notice-list" role="alert">
+              {storeNotices.map((n) => (
+                <li key={n}>{n}</li>
+              ))}
+            </ul>
+            <button type="button" class="icon-btn sm" aria-label="Dismiss the database notice" onClick={() => setStoreNotices([])}>
+              <Icon name="close" size={14} />
+            </button>
+          </div>
+        )}
         {main}
       </main>
       {/* Drops only come from a desktop file manager; a phone never drags files in. */}

@@ -241,6 +241,8 @@ export const api = {
   getSettings: () => call<AppSettings>('get_settings', {}),
   setSettings: (settings: AppSettings) => call<null>('set_settings', { settings }),
   openDataDir: () => call<null>('open_data_dir', {}),
+  /** Start-up notices from the store (e.g. a damaged database moved aside), each given once. */
+  takeStoreNotices: () => call<string[]>('take_store_notices', {}),
 };
 
 export type DragDropKind = 'enter' | 'over' | 'leave' | 'drop';

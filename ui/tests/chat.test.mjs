@@ -166,9 +166,15 @@ test('a stopped answer can be continued', async () => {
   });
   await page.locator('.conv-open', { hasText: 'Story' }).click();
   await page.locator('.status-stopped', { hasText: 'Stopped by you' }).waitFor();
+  const answerId = await page.locator('.msg-assistant').last().getAttribute('data-message-id');
   await page.getByRole('button', { name: 'Continue' }).click();
   await page.locator('.stats').waitFor();
   assert.equal(await answerText(page), 'Once upon a time and then the rest.');
   assert.equal(await page.locator('.status-stopped').count(), 0);
-  assert.equal((await calls(page, 'continue_message')).length, 1);
+  // Continued in place: still one answer, the same message, no version switcher.
+  assert.equal(await page.locator('.msg-assistant').count(), 1);
+  assert.equal(await page.locator('.msg-assistant').last().getAttribute('data-message-id'), answerId);
+  assert.equal(await page.getByRole('button', { name: 'Continue' }).count(), 0);
+  const [call] = await calls(page, 'continue_message');
+  assert.deepEqual({ conversationId: call.args.conversationId, messageId: call.args.messageId }, { conversationId: 'c1', messageId: answerId });
 });

@@ -136,12 +136,30 @@ test('a model already loading at start-up shows progress, then the chat', async 
   assert.ok((await calls(page, 'model_status')).length >= 2, 'the status was polled');
 });
 
-test('a store notice from the backend is shown to the user', async () => {
-  const { page } = await h.open();
-  await page.locator('.empty').waitFor();
+test('the store notice taken at start-up is shown as an alert until dismissed, and an event repeating it adds nothing', async () => {
   const message = 'The conversation database was damaged and has been moved to impchat.db.broken; a new one was started.';
+  const { page, problems } = await h.open({ storeNotices: [message] });
+  const alert = page.getByRole('alert').filter({ hasText: message });
+  await alert.waitFor();
+  assert.equal((await calls(page, 'take_store_notices')).length, 1);
+  // The same notice also comes as the page-load event; it is not shown twice.
   await page.evaluate((m) => window.__TAURI_INTERNALS__.invoke('plugin:event|emit', { event: 'store-notice', payload: { message: m } }), message);
-  await page.locator('.toast', { hasText: message }).waitFor();
+  const other = 'A second notice.';
+  await page.evaluate((m) => window.__TAURI_INTERNALS__.invoke('plugin:event|emit', { event: 'store-notice', payload: { message: m } }), other);
+  await page.getByRole('alert').filter({ hasText: other }).waitFor();
+  assert.equal(await page.locator('.store-notice li', { hasText: message }).count(), 1);
+  await page.getByRole('button', { name: 'Dismiss the database notice' }).click();
+  assert.equal(await page.locator('.store-notice').count(), 0);
+  assert.deepEqual(problems, []);
+});
+
+test('no notice at start-up shows no alert; a failing check says so', async () => {
+  const { page } = await h.open({ fail: { take_store_notices: 'The database is locked.' } });
+  await page.getByRole('alert').filter({ hasText: 'The database is locked.' }).waitFor();
+  const quiet = await h.open();
+  await quiet.page.locator('.empty').waitFor();
+  assert.equal((await calls(quiet.page, 'take_store_notices')).length, 1);
+  assert.equal(await quiet.page.locator('.store-notice').count(), 0);
 });
 
 test('images dropped on the set-up screen are not silently lost', async () => {

@@ -158,11 +158,13 @@
     }
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
-    async function generate(c, parentId, onEvent, userMessageId, images, prefix = '') {
+    // `continued`: an existing answer that the new text is appended to, as continue_message does.
+    async function generate(c, parentId, onEvent, userMessageId, images, continued = null) {
       if (status.state !== 'ready') throw { kind: 'no_model', message: 'No model is loaded. Load a model first, then send again.' };
       stopRequested = false;
-      const answer = makeMessage('assistant', prefix, parentId);
+      const answer = continued ?? makeMessage('assistant', '', parentId);
       answer.status = 'streaming';
+      answer.error = null;
       c.nodes.set(answer.id, answer);
       c.leaf = answer.id;
       let i = 0;
@@ -302,9 +304,10 @@
       },
       continue_message: async ({ conversationId, messageId, onEvent }) => {
         const c = conv(conversationId);
-        const old = c.nodes.get(messageId);
-        c.nodes.delete(messageId);
-        return generate(c, old.parentId, onEvent, old.parentId, [], old.content);
+        const answer = c.nodes.get(messageId);
+        if (answer?.role !== 'assistant' || c.leaf !== messageId)
+          throw { kind: 'invalid_input', message: 'only the latest answer of the conversation can be continued; ask a new question instead' };
+        return generate(c, answer.parentId, onEvent, answer.parentId, [], answer);
       },
       switch_branch: ({ conversationId, messageId }) => {
         const c = conv(conversationId);
@@ -348,6 +351,12 @@
         return null;
       },
       open_data_dir: () => null,
+      // Like the app state: the start-up notices are handed out once.
+      take_store_notices: () => {
+        const notices = config.storeNotices ?? [];
+        config.storeNotices = [];
+        return notices;
+      },
     };
 
     M.mockIPC(
