@@ -6,6 +6,7 @@ use impchat_models::{check_fit, CatalogEntry, Fit, Quant};
 use impchat_store::MessageStatus;
 use serde::Serialize;
 
+use crate::downloads::InstalledModelDto;
 use crate::settings::ChatSettings;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -170,10 +171,24 @@ pub struct ImagePreviewDto {
 
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
+pub struct QuantOptionDto {
+    /// "q4_k_m", "q4_0", "q8_0" or "f16" (the published files, not converted).
+    pub quant: Quant,
+    pub recommended: bool,
+    pub file_bytes: u64,
+    pub ram_bytes: u64,
+    pub context_tokens: u32,
+    pub fits: Fit,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CatalogEntryDto {
     pub id: String,
     pub name: String,
     pub repo: String,
+    /// Branch or commit the catalog asks for; the installed model records the commit it got.
+    pub revision: String,
     pub family: String,
     pub params: String,
     pub image_size: u32,
@@ -183,16 +198,47 @@ pub struct CatalogEntryDto {
     pub download_bytes: u64,
     pub ram_bytes: u64,
     pub fits: Fit,
+    pub quantizations: Vec<QuantOptionDto>,
+    /// The format to offer first on this device (phones: 4-bit).
+    pub default_quant: Quant,
+    /// The model to suggest first on this device (phones: the 196 px checkpoint).
+    pub suggested: bool,
+    pub installed: Option<InstalledModelDto>,
+    /// Bytes kept from an interrupted download; the next download resumes from them.
+    pub partial_bytes: u64,
+    pub downloading: bool,
+}
+
+/// Where the OS does not say how much memory is free, promise nothing.
+fn fit_now(ram_bytes: u64) -> Fit {
+    check_fit(ram_bytes).map_or(Fit::Tight, |report| report.fit)
 }
 
 impl From<&CatalogEntry> for CatalogEntryDto {
     fn from(entry: &CatalogEntry) -> Self {
-        // The app loads the published 16-bit checkpoints; quantized files do not exist yet.
+        // Without a conversion the app loads the published 16-bit checkpoint.
         let ram_bytes = entry.estimate_ram(Quant::F16, entry.context_length).total;
+        let quantizations = entry
+            .quantizations
+            .iter()
+            .map(|option| {
+                let context_tokens = crate::platform::context_tokens(option.context_tokens);
+                let ram_bytes = entry.estimate_ram(option.quant, context_tokens).total;
+                QuantOptionDto {
+                    quant: option.quant,
+                    recommended: option.recommended,
+                    file_bytes: option.file_bytes,
+                    ram_bytes,
+                    context_tokens,
+                    fits: fit_now(ram_bytes),
+                }
+            })
+            .collect();
         Self {
             id: entry.id.as_str().to_string(),
             name: entry.name.clone(),
             repo: entry.repo.clone(),
+            revision: entry.revision.clone(),
             family: entry.family.as_str().to_string(),
             params: format!("{:.1}B", entry.params_billions),
             image_size: entry.image_size,
@@ -201,8 +247,13 @@ impl From<&CatalogEntry> for CatalogEntryDto {
             good_at: entry.good_at.clone(),
             download_bytes: entry.download_bytes(),
             ram_bytes,
-            // Where the OS does not say how much memory is free, promise nothing.
-            fits: check_fit(ram_bytes).map_or(Fit::Tight, |report| report.fit),
+            fits: fit_now(ram_bytes),
+            quantizations,
+            default_quant: crate::platform::default_quant(entry),
+            suggested: crate::platform::suggested(entry),
+            installed: None,
+            partial_bytes: 0,
+            downloading: false,
         }
     }
 }

@@ -18,6 +18,10 @@ pub enum ErrorKind {
     Store,
     /// Reading or writing a file failed.
     Io,
+    /// A model download failed in a way that trying again may fix (network, damaged file).
+    Download,
+    /// The user cancelled; what was done so far is kept.
+    Cancelled,
     /// A part of the app itself stopped working (e.g. the model thread ended).
     Internal,
 }

@@ -2,9 +2,11 @@
 //! manager to the web UI through the commands in docs/ipc.md. No business logic lives here.
 
 mod commands;
+mod downloads;
 mod dto;
 mod error;
 mod generation;
+mod platform;
 mod settings;
 mod staging;
 mod state;
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use tauri::webview::PageLoadEvent;
 use tauri::{AppHandle, Builder, Emitter, Manager, Runtime, WindowEvent};
 
+pub use downloads::DownloadSource;
 pub use error::{AppError, ErrorKind};
 pub use settings::{AppSettings, ChatSettings};
 use state::AppState;
@@ -50,6 +53,7 @@ pub fn app_builder<R: Runtime>(builder: Builder<R>) -> Builder<R> {
             if let WindowEvent::Destroyed = event {
                 if let Some(state) = window.try_state::<AppState>() {
                     state.stop_generation();
+                    state.downloads.cancel_all();
                 }
             }
         })
@@ -81,6 +85,9 @@ pub fn app_builder<R: Runtime>(builder: Builder<R>) -> Builder<R> {
             commands::model::unload_model,
             commands::model::pick_model_path,
             commands::model::model_catalog,
+            commands::downloads::download_model,
+            commands::downloads::cancel_download,
+            commands::downloads::installed_models,
             commands::settings::get_settings,
             commands::settings::set_settings,
             commands::settings::open_data_dir,
@@ -91,7 +98,16 @@ pub fn app_builder<R: Runtime>(builder: Builder<R>) -> Builder<R> {
 /// Opens the store and settings in `data_dir` (created if missing) for the commands, and
 /// starts loading the last used model in the background.
 pub fn init<R: Runtime>(app: &AppHandle<R>, data_dir: &Path) -> Result<(), AppError> {
-    let state = AppState::open(data_dir)?;
+    init_with(app, data_dir, DownloadSource::from_env()?)
+}
+
+/// [`init`] with model downloads from `source` (tests use a hub on loopback).
+pub fn init_with<R: Runtime>(
+    app: &AppHandle<R>,
+    data_dir: &Path,
+    source: DownloadSource,
+) -> Result<(), AppError> {
+    let state = AppState::open_with(data_dir, source)?;
     for message in state.pending_notices() {
         eprintln!("impchat: {message}");
     }

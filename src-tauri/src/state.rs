@@ -6,6 +6,7 @@ use std::sync::{Mutex, MutexGuard};
 use impchat_engine::CancelToken;
 use impchat_store::Store;
 
+use crate::downloads::{DownloadSource, Downloads};
 use crate::error::{AppError, AppResult};
 use crate::settings::{AppSettings, SettingsFile};
 use crate::staging::Staging;
@@ -18,6 +19,7 @@ pub struct AppState {
     store: Mutex<Store>,
     pub staging: Staging,
     pub model: ModelWorker,
+    pub downloads: Downloads,
     /// The answer being written, if any: at most one at a time.
     pub generating: Mutex<Option<CancelToken>>,
     /// Start-up notices (damaged database or settings moved aside) the user has not seen.
@@ -26,7 +28,9 @@ pub struct AppState {
 
 impl AppState {
     /// Opens (creating) the data folder and everything in it; returns notices for the user.
-    pub fn open(data_dir: &Path) -> AppResult<Self> {
+    /// Downloads come from `source` and go to `<data_dir>/models`, the folder the `impchat`
+    /// command uses too.
+    pub fn open_with(data_dir: &Path, source: DownloadSource) -> AppResult<Self> {
         std::fs::create_dir_all(data_dir).map_err(|err| {
             AppError::io(
                 format!("could not create the data folder {}", data_dir.display()),
@@ -46,6 +50,7 @@ impl AppState {
             store: Mutex::new(store),
             staging: Staging::default(),
             model: ModelWorker::start()?,
+            downloads: Downloads::new(source, data_dir.join("models")),
             generating: Mutex::new(None),
             notices: Mutex::new(notices),
         };
@@ -118,7 +123,8 @@ mod tests {
     fn a_damaged_database_is_set_aside_and_the_user_told_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("impchat.db"), vec![b'x'; 8192]).expect("write");
-        let state = AppState::open(dir.path()).expect("opens despite the damage");
+        let source = DownloadSource::from_env().expect("catalog");
+        let state = AppState::open_with(dir.path(), source).expect("opens despite the damage");
         let notices = state.take_notices();
         assert_eq!(notices.len(), 1, "{notices:?}");
         assert!(notices[0].contains("damaged"), "{}", notices[0]);

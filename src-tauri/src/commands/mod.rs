@@ -2,6 +2,7 @@
 
 pub mod chat;
 pub mod conversations;
+pub mod downloads;
 pub mod images;
 pub mod model;
 pub mod settings;

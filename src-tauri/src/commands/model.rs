@@ -1,10 +1,10 @@
 use std::path::PathBuf;
 
 use base64::Engine as _;
-use impchat_models::Catalog;
 use serde::Deserialize;
 use tauri::{AppHandle, Runtime, State};
 
+use crate::downloads::InstalledModelDto;
 use crate::dto::{CatalogEntryDto, ImagePreviewDto, ModelInfoDto, ModelStatus};
 use crate::error::{AppError, AppResult};
 use crate::state::AppState;
@@ -89,11 +89,28 @@ pub async fn unload_model(state: State<'_, AppState>) -> AppResult<()> {
     state.model.unload().await
 }
 
-/// Every released Imp model, with whether it fits in this machine's free memory.
+/// Every released Imp model, with whether it fits in this machine's free memory, whether it
+/// is installed (and where), and how much of an interrupted download is kept.
 #[tauri::command]
-pub fn model_catalog() -> AppResult<Vec<CatalogEntryDto>> {
-    let catalog = Catalog::builtin().map_err(|err| AppError::internal(err.to_string()))?;
-    Ok(catalog.models.iter().map(CatalogEntryDto::from).collect())
+pub fn model_catalog(state: State<'_, AppState>) -> AppResult<Vec<CatalogEntryDto>> {
+    let downloads = &state.downloads;
+    let installed = downloads.installed()?;
+    let active = downloads.active_id();
+    Ok(downloads
+        .catalog()
+        .models
+        .iter()
+        .map(|entry| {
+            let mut dto = CatalogEntryDto::from(entry);
+            dto.installed = installed
+                .iter()
+                .find(|m| m.id == entry.id || m.manifest.catalog_id.as_ref() == Some(&entry.id))
+                .map(InstalledModelDto::from);
+            dto.partial_bytes = downloads.partial_bytes(entry);
+            dto.downloading = active.as_deref() == Some(entry.id.as_str());
+            dto
+        })
+        .collect())
 }
 
 /// What the loaded model will see for a staged image: its preprocessed square.
