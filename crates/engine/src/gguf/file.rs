@@ -1,16 +1,21 @@
 //! Reads the language-model GGUF written by `impchat-convert` (llama.cpp's names and
 //! metadata keys): checks the file against its own header before any tensor is read,
 //! then hands out quantized [`Linear`]s, f32 norms/biases and typed metadata.
+//!
+//! The file is memory-mapped: tensors are built straight from the mapped bytes, with no
+//! intermediate read buffer, and the pages of a tensor already copied are handed back.
 
 use std::fs::File;
-use std::io::BufReader;
+use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use candle_core::quantized::ggml_file::qtensor_from_ggml;
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Tensor};
-use candle_nn::LayerNorm;
+use candle_nn::{LayerNorm, RmsNorm};
+use memmap2::Mmap;
 
 use crate::error::EngineError;
 use crate::linear::Linear;
@@ -19,7 +24,18 @@ use crate::linear::Linear;
 pub struct GgufFile {
     path: PathBuf,
     content: Content,
-    reader: BufReader<File>,
+    map: Arc<Mmap>,
+}
+
+/// One tensor's stored bytes inside the mapped file.
+#[derive(Debug, Clone, Copy)]
+pub struct TensorBytes<'a> {
+    pub dtype: GgmlDType,
+    /// Candle's order (`(out, in)` for a matrix).
+    pub shape: &'a [usize],
+    pub bytes: &'a [u8],
+    /// Where `bytes` start in the file (and in [`GgufFile::mapping`]).
+    pub offset: usize,
 }
 
 impl std::fmt::Debug for GgufFile {
@@ -35,16 +51,20 @@ impl GgufFile {
     /// Reads the header and checks that the file holds every tensor it describes.
     pub fn open(path: &Path) -> Result<Self, EngineError> {
         let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
-        let mut reader = BufReader::new(file);
-        let content = Content::read(&mut reader).map_err(|e| EngineError::CorruptWeights {
-            path: path.to_path_buf(),
-            reason: format!("unreadable GGUF header: {e}"),
-        })?;
+        // SAFETY: the map is read-only and private. Like every mmap-based loader, this
+        // relies on the model file not being truncated while the model loads; models live
+        // in ImpChat's own folder and are replaced by rename, never rewritten in place.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
+        let file_len = map.len() as u64;
+        let content =
+            Content::read(&mut Cursor::new(&map[..])).map_err(|e| EngineError::CorruptWeights {
+                path: path.to_path_buf(),
+                reason: format!("unreadable GGUF header: {e}"),
+            })?;
         let gguf = Self {
             path: path.to_path_buf(),
             content,
-            reader,
+            map: Arc::new(map),
         };
         gguf.check_length(file_len)?;
         Ok(gguf)
@@ -181,33 +201,135 @@ impl GgufFile {
             })
     }
 
-    /// Reads one tensor as stored (quantized or not).
-    pub fn qtensor(&mut self, name: &str) -> Result<Arc<QTensor>, EngineError> {
-        self.shape(name)?;
-        let tensor = self
-            .content
-            .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| EngineError::CorruptWeights {
-                path: self.path.clone(),
-                reason: format!("cannot read tensor {name}: {e}"),
-            })?;
-        Ok(Arc::new(tensor))
+    /// The whole mapped file, for weights that borrow their bytes instead of copying them.
+    pub fn mapping(&self) -> &Arc<Mmap> {
+        &self.map
+    }
+
+    /// One tensor's stored bytes, borrowed from the map (bounds checked at open).
+    pub fn tensor_bytes(&self, name: &str) -> Result<TensorBytes<'_>, EngineError> {
+        let info =
+            self.content
+                .tensor_infos
+                .get(name)
+                .ok_or_else(|| EngineError::TensorMissing {
+                    name: name.to_string(),
+                })?;
+        let dtype = info.ggml_dtype;
+        let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let start = self.content.tensor_data_offset + info.offset;
+        let offset = usize::try_from(start)
+            .map_err(|_| self.corrupt(format!("tensor {name} starts past the address space")))?;
+        let bytes = self
+            .map
+            .get(offset..offset + len)
+            .ok_or_else(|| self.corrupt(format!("tensor {name} lies outside the file")))?;
+        Ok(TensorBytes {
+            dtype,
+            shape: info.shape.dims(),
+            bytes,
+            offset,
+        })
+    }
+
+    /// Reads one tensor as stored (quantized or not) into its own memory.
+    pub fn qtensor(&self, name: &str) -> Result<Arc<QTensor>, EngineError> {
+        let tensor = self.tensor_bytes(name)?;
+        let qtensor = qtensor_from_ggml(
+            tensor.dtype,
+            tensor.bytes,
+            tensor.shape.to_vec(),
+            &Device::Cpu,
+        )
+        .map_err(|e| self.corrupt(format!("cannot read tensor {name}: {e}")))?;
+        self.release(tensor.offset, tensor.bytes.len());
+        Ok(Arc::new(qtensor))
+    }
+
+    /// Concatenates several `(rows_i, cols)` matrices of one storage type along their
+    /// rows without widening them (each row is a whole number of blocks, so the stored
+    /// bytes simply follow each other). `None` when their types or widths differ.
+    pub fn qtensor_stacked(&self, names: &[String]) -> Result<Option<Arc<QTensor>>, EngineError> {
+        let parts = names
+            .iter()
+            .map(|name| self.tensor_bytes(name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let Some(first) = parts.first() else {
+            return Ok(None);
+        };
+        let same_layout = parts
+            .iter()
+            .all(|p| p.dtype == first.dtype && p.shape.len() == 2 && p.shape[1] == first.shape[1]);
+        if !same_layout || first.shape.len() != 2 {
+            return Ok(None);
+        }
+        let rows = parts.iter().map(|p| p.shape[0]).sum::<usize>();
+        let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.bytes.len()).sum());
+        for part in &parts {
+            bytes.extend_from_slice(part.bytes);
+        }
+        let qtensor = qtensor_from_ggml(
+            first.dtype,
+            &bytes,
+            vec![rows, first.shape[1]],
+            &Device::Cpu,
+        )
+        .map_err(|e| self.corrupt(format!("cannot stack {}: {e}", names.join(", "))))?;
+        for part in &parts {
+            self.release(part.offset, part.bytes.len());
+        }
+        Ok(Some(Arc::new(qtensor)))
+    }
+
+    /// Hands back the pages of bytes already copied out, so loading never holds the file
+    /// twice (once mapped, once copied).
+    fn release(&self, offset: usize, len: usize) {
+        #[cfg(unix)]
+        {
+            // SAFETY: the map is private and never written, so dropped pages read back the
+            // same file bytes if anything touches them again. Purely advisory: a failure
+            // only means the pages stay resident until the map is dropped.
+            let _ = unsafe {
+                self.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, len)
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (offset, len);
     }
 
     /// Reads one tensor and widens it to a dense f32 tensor (norms, biases).
-    pub fn f32(&mut self, name: &str) -> Result<Tensor, EngineError> {
+    pub fn f32(&self, name: &str) -> Result<Tensor, EngineError> {
         Ok(self.qtensor(name)?.dequantize(&Device::Cpu)?)
     }
 
     /// A matrix kept in its stored type, for matmuls and row gathers.
-    pub fn qmatmul(&mut self, name: &str, shape: (usize, usize)) -> Result<QMatMul, EngineError> {
+    pub fn qmatmul(&self, name: &str, shape: (usize, usize)) -> Result<QMatMul, EngineError> {
         self.expect_shape(name, &[shape.0, shape.1])?;
         Ok(QMatMul::from_arc(self.qtensor(name)?)?)
     }
 
+    /// A token-embedding table kept exactly as stored, even at F16, since it only ever
+    /// has rows gathered (a widened f32 copy of a 150k-row vocabulary would cost GBs).
+    pub fn embedding(&self, name: &str, shape: (usize, usize)) -> Result<QMatMul, EngineError> {
+        self.expect_matrix(name, shape)?;
+        Ok(QMatMul::QTensor(self.qtensor(name)?))
+    }
+
+    /// Fails unless `name` is a matrix of `shape` (`(out, in)`).
+    pub fn expect_matrix(&self, name: &str, shape: (usize, usize)) -> Result<(), EngineError> {
+        self.expect_shape(name, &[shape.0, shape.1])
+    }
+
+    /// A bias vector of `len` values, widened to f32.
+    pub fn bias(&self, name: &str, len: usize) -> Result<Tensor, EngineError> {
+        self.expect_shape(name, &[len])?;
+        self.f32(name)
+    }
+
     /// `{name}.weight` of shape `(out, in)` and, with `with_bias`, `{name}.bias`.
     pub fn linear(
-        &mut self,
+        &self,
         name: &str,
         in_dim: usize,
         out_dim: usize,
@@ -215,9 +337,7 @@ impl GgufFile {
     ) -> Result<Linear, EngineError> {
         let weight = self.qmatmul(&format!("{name}.weight"), (out_dim, in_dim))?;
         let bias = if with_bias {
-            let bias_name = format!("{name}.bias");
-            self.expect_shape(&bias_name, &[out_dim])?;
-            Some(self.f32(&bias_name)?)
+            Some(self.bias(&format!("{name}.bias"), out_dim)?)
         } else {
             None
         };
@@ -225,12 +345,7 @@ impl GgufFile {
     }
 
     /// `{name}.weight` and `{name}.bias` as an f32 LayerNorm.
-    pub fn layer_norm(
-        &mut self,
-        name: &str,
-        dim: usize,
-        eps: f64,
-    ) -> Result<LayerNorm, EngineError> {
+    pub fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm, EngineError> {
         let weight_name = format!("{name}.weight");
         let bias_name = format!("{name}.bias");
         self.expect_shape(&weight_name, &[dim])?;
@@ -240,6 +355,13 @@ impl GgufFile {
             self.f32(&bias_name)?,
             eps,
         ))
+    }
+
+    /// `{name}.weight` as an f32 RMSNorm.
+    pub fn rms_norm(&self, name: &str, dim: usize, eps: f64) -> Result<RmsNorm, EngineError> {
+        let weight_name = format!("{name}.weight");
+        self.expect_shape(&weight_name, &[dim])?;
+        Ok(RmsNorm::new(self.f32(&weight_name)?, eps))
     }
 
     fn expect_shape(&self, name: &str, expected: &[usize]) -> Result<(), EngineError> {

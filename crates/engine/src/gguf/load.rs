@@ -13,10 +13,12 @@ use impchat_input::template::ChatTemplate;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{PreTokenizerWrapper, Tokenizer};
 
-use super::GgufFile;
+use super::{spm, GgufFile};
 use crate::config::Family;
 use crate::error::EngineError;
 use crate::lm::phi2::Phi2;
+use crate::lm::phi3::Phi3;
+use crate::lm::qwen2::Qwen2;
 use crate::lm::{KvCache, LanguageModel};
 use crate::model::{Inner, ModelInfo, Runtime};
 use crate::projector::Projector;
@@ -72,44 +74,31 @@ pub fn find_mmproj(lm_path: &Path) -> Result<PathBuf, EngineError> {
 /// Reads both files into the parts of a [`crate::Model`].
 pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner, EngineError> {
     let mut lm_file = GgufFile::open(lm_path)?;
-    let mmproj_path = match mmproj {
-        Some(path) => path.to_path_buf(),
-        None => find_mmproj(lm_path)?,
-    };
-    let mut vision_file = GgufFile::open(&mmproj_path)?;
-    vision_file.expect_architecture("clip")?;
-
-    let family = match lm_file.architecture()? {
+    let arch = lm_file.architecture()?.to_string();
+    let family = match arch.as_str() {
         "phi2" => Family::Phi2,
-        other @ ("qwen2" | "phi3") => {
-            return Err(EngineError::InvalidConfig {
-                path: lm_path.to_path_buf(),
-                reason: format!(
-                    "{other} GGUF files cannot be loaded yet; load the Hugging Face folder instead"
-                ),
-            })
-        }
+        "qwen2" => Family::Qwen2,
+        "phi3" => Family::Phi3,
         other => {
             return Err(EngineError::UnsupportedModelType {
                 found: other.to_string(),
             })
         }
     };
-    let lm: Box<dyn LanguageModel> = Box::new(Phi2::from_gguf(&mut lm_file)?);
+    let mmproj_path = match mmproj {
+        Some(path) => path.to_path_buf(),
+        None => find_mmproj(lm_path)?,
+    };
+    let vision_file = GgufFile::open(&mmproj_path)?;
+    vision_file.expect_architecture("clip")?;
 
-    let mut tokenizer = Tokenizer::from_gguf(lm_file.content()).map_err(|e| {
-        EngineError::Tokenizer(format!(
-            "cannot rebuild the tokenizer from {}: {e}",
-            lm_path.display()
-        ))
-    })?;
-    if lm_file.string("tokenizer.ggml.pre").ok() == Some("phi-2") {
-        // candle's default GPT-2 pipeline adds a prefix space; Phi-2's (CodeGen) does not,
-        // and a stray space before every prompt chunk changes the prompt ids.
-        tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
-            false, true, true,
-        ))));
-    }
+    let lm: Box<dyn LanguageModel> = match family {
+        Family::Phi2 => Box::new(Phi2::from_gguf(&mut lm_file)?),
+        Family::Qwen2 => Box::new(Qwen2::from_gguf(&lm_file)?),
+        Family::Phi3 => Box::new(Phi3::from_gguf(&lm_file)?),
+    };
+
+    let tokenizer = tokenizer(&lm_file, lm_path)?;
     let template = match lm_file.string("imp.prompt_template")? {
         "phi2" => ChatTemplate::Phi2,
         "chatml" => ChatTemplate::ChatMl,
@@ -133,7 +122,7 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
     };
 
     let vision_config = vision_config(&vision_file)?;
-    let dense = dequantize_all(&mut vision_file)?;
+    let dense = dequantize_all(&vision_file)?;
     let vb = VarBuilder::from_tensors(dense, DType::F32, &Device::Cpu);
     let vision = VisionTower::load(&vision_config, vb.pp("tower"))?;
     let projector = Projector::load(vision_config.hidden_size, lm.hidden_size(), vb.pp("mm"))?;
@@ -149,6 +138,11 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
             }
         }
     }
+
+    let bos_token_id = match family {
+        Family::Phi3 => tokenizer.token_to_id("<s>"),
+        Family::Phi2 | Family::Qwen2 => None,
+    };
 
     let id = lm_file
         .string("general.name")
@@ -166,7 +160,7 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         path: lm_path.to_path_buf(),
         image_size: vision_config.image_size as u32,
         visual_tokens: vision_config.num_patches(),
-        context_length: lm_file.usize("phi2.context_length")?,
+        context_length: lm_file.usize(&format!("{arch}.context_length"))?,
         quantization: lm_file.storage_dtype(),
         image_aspect,
         parameters: lm_file.parameter_count() + vision_file.parameter_count(),
@@ -180,10 +174,32 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         vision,
         projector,
         eos_token_ids,
-        bos_token_id: None,
+        bos_token_id,
         runtime: Runtime::default(),
         decode_limits: DecodeLimits::default(),
     })
+}
+
+/// The tokenizer from `tokenizer.ggml.*`: GPT-2 byte-level BPE (Phi-2, Qwen1.5) through
+/// candle, SentencePiece-style (Phi-3) through [`spm`].
+fn tokenizer(lm_file: &GgufFile, lm_path: &Path) -> Result<Tokenizer, EngineError> {
+    if lm_file.string("tokenizer.ggml.model")? == "llama" {
+        return spm::tokenizer(lm_file);
+    }
+    let mut tokenizer = Tokenizer::from_gguf(lm_file.content()).map_err(|e| {
+        EngineError::Tokenizer(format!(
+            "cannot rebuild the tokenizer from {}: {e}",
+            lm_path.display()
+        ))
+    })?;
+    if lm_file.string("tokenizer.ggml.pre").ok() == Some("phi-2") {
+        // candle's default GPT-2 pipeline adds a prefix space; Phi-2's (CodeGen) does not,
+        // and a stray space before every prompt chunk changes the prompt ids.
+        tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, true, true,
+        ))));
+    }
+    Ok(tokenizer)
 }
 
 /// candle repacks each quantized matrix into its fast layout on first use; pay for that
@@ -210,7 +226,7 @@ fn vision_config(file: &GgufFile) -> Result<VisionConfig, EngineError> {
 
 /// Every mmproj tensor widened to f32 under the Hugging Face names the vision and
 /// projector code read (`tower.…` for SigLIP, `mm.0` / `mm.2` for the projector).
-fn dequantize_all(file: &mut GgufFile) -> Result<HashMap<String, Tensor>, EngineError> {
+fn dequantize_all(file: &GgufFile) -> Result<HashMap<String, Tensor>, EngineError> {
     let names: Vec<String> = file.content().tensor_infos.keys().cloned().collect();
     let mut out = HashMap::with_capacity(names.len());
     for name in names {

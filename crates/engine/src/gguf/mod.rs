@@ -3,6 +3,7 @@
 
 mod file;
 pub(crate) mod load;
+mod spm;
 
-pub use file::GgufFile;
+pub use file::{GgufFile, TensorBytes};
 pub use load::find_mmproj;

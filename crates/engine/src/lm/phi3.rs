@@ -1,18 +1,20 @@
 //! Phi-3-mini (Imp-v1.5-4B): pre-norm blocks with RMSNorm, fused `qkv_proj` and
 //! `gate_up_proj` (no biases), full rotary, SwiGLU MLP, optional sliding window.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Embedding, RmsNorm, VarBuilder};
+use candle_core::quantized::QMatMul;
+use candle_core::{Device, Module, Result, Tensor};
+use candle_nn::{RmsNorm, VarBuilder};
 use serde::Serialize;
 
 use super::attention::causal_mask;
 use super::layers::lm_head;
-use super::qwen2::check_heads;
+use super::qwen2::{check_heads, gguf_embedding_and_head, GgufHparams};
 use super::rotary::Rotary;
-use super::swiglu_block::{run_blocks, BlockShape, SwiGluBlock};
+use super::swiglu_block::{run_blocks, BlockShape, Projection, SwiGluBlock};
 use super::{check_position, KvCache, LanguageModel};
 use crate::config::Json;
 use crate::error::EngineError;
+use crate::gguf::GgufFile;
 use crate::linear::Linear;
 
 #[derive(Debug, Clone, Serialize)]
@@ -72,7 +74,8 @@ impl Config {
 #[derive(Debug, Clone)]
 pub struct Phi3 {
     config: Config,
-    embed: Embedding,
+    /// Dense (safetensors) or quantized (GGUF); rows are gathered without widening the table.
+    embed: QMatMul,
     blocks: Vec<SwiGluBlock>,
     norm: RmsNorm,
     head: Linear,
@@ -98,19 +101,24 @@ impl Phi3 {
                     c.rms_norm_eps,
                     b.pp("input_layernorm"),
                 )?,
-                qkv: Linear::load(c.hidden_size, qkv_dim, false, attn.pp("qkv_proj"))?,
+                qkv: Projection::Fused(Linear::load(
+                    c.hidden_size,
+                    qkv_dim,
+                    false,
+                    attn.pp("qkv_proj"),
+                )?),
                 o_proj: Linear::load(c.hidden_size, c.hidden_size, false, attn.pp("o_proj"))?,
                 mlp_norm: candle_nn::rms_norm(
                     c.hidden_size,
                     c.rms_norm_eps,
                     b.pp("post_attention_layernorm"),
                 )?,
-                gate_up: Linear::load(
+                gate_up: Projection::Fused(Linear::load(
                     c.hidden_size,
                     2 * c.intermediate_size,
                     false,
                     mlp.pp("gate_up_proj"),
-                )?,
+                )?),
                 down: Linear::load(
                     c.intermediate_size,
                     c.hidden_size,
@@ -129,7 +137,7 @@ impl Phi3 {
         )?;
         Ok(Self {
             config: c.clone(),
-            embed: Embedding::new(embedding, c.hidden_size),
+            embed: QMatMul::Tensor(embedding),
             blocks,
             norm: candle_nn::rms_norm(c.hidden_size, c.rms_norm_eps, vb.pp("model.norm"))?,
             head,
@@ -143,9 +151,59 @@ impl Phi3 {
     }
 }
 
+impl Phi3 {
+    /// Loads a llama.cpp `phi3` GGUF (fused `attn_qkv`, fused `[gate | up]` in `ffn_up`).
+    pub fn from_gguf(gguf: &GgufFile) -> std::result::Result<Self, EngineError> {
+        let hp = GgufHparams::read(gguf, "phi3")?;
+        let c = Config {
+            vocab_size: hp.vocab_size,
+            hidden_size: hp.hidden_size,
+            intermediate_size: hp.intermediate_size,
+            num_hidden_layers: hp.num_hidden_layers,
+            num_attention_heads: hp.num_attention_heads,
+            num_key_value_heads: hp.num_key_value_heads,
+            rope_theta: hp.rope_theta,
+            rms_norm_eps: hp.rms_norm_eps,
+            max_position_embeddings: hp.context_length,
+            sliding_window: gguf.usize("phi3.attention.sliding_window").ok(),
+            tie_word_embeddings: !gguf.contains("output.weight"),
+        };
+        let (h, ff, eps) = (c.hidden_size, c.intermediate_size, c.rms_norm_eps);
+        let qkv_dim = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim();
+        let (embed, head) = gguf_embedding_and_head(gguf, h, c.vocab_size)?;
+        let mut blocks = Vec::with_capacity(c.num_hidden_layers);
+        for i in 0..c.num_hidden_layers {
+            let name = |part: &str| format!("blk.{i}.{part}");
+            blocks.push(SwiGluBlock {
+                attn_norm: gguf.rms_norm(&name("attn_norm"), h, eps)?,
+                qkv: Projection::Fused(gguf.linear(&name("attn_qkv"), h, qkv_dim, false)?),
+                o_proj: gguf.linear(&name("attn_output"), h, h, false)?,
+                mlp_norm: gguf.rms_norm(&name("ffn_norm"), h, eps)?,
+                gate_up: Projection::Fused(gguf.linear(&name("ffn_up"), h, 2 * ff, false)?),
+                down: gguf.linear(&name("ffn_down"), ff, h, false)?,
+            });
+        }
+        let norm = gguf.rms_norm("output_norm", h, eps)?;
+        let rotary = Rotary::new(
+            c.head_dim(),
+            c.rope_theta,
+            c.max_position_embeddings,
+            &Device::Cpu,
+        )?;
+        Ok(Self {
+            config: c,
+            embed,
+            blocks,
+            norm,
+            head,
+            rotary,
+        })
+    }
+}
+
 impl LanguageModel for Phi3 {
     fn embed(&self, ids: &Tensor) -> Result<Tensor> {
-        self.embed.forward(ids)
+        self.embed.embedding(ids)
     }
 
     fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache, pos: usize) -> Result<Tensor> {

@@ -1,7 +1,7 @@
 //! The decoder block Qwen2 and Phi-3 share once their q/k/v and gate/up projections are
 //! fused at load: RMSNorm → attention → residual, then RMSNorm → SwiGLU MLP → residual.
 
-use candle_core::{Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor, D};
 use candle_nn::RmsNorm;
 
 use super::attention::attend;
@@ -14,12 +14,36 @@ use crate::linear::Linear;
 pub struct SwiGluBlock {
     pub attn_norm: RmsNorm,
     /// `[q | k | v]`.
-    pub qkv: Linear,
+    pub qkv: Projection,
     pub o_proj: Linear,
     pub mlp_norm: RmsNorm,
     /// `[gate | up]`.
-    pub gate_up: Linear,
+    pub gate_up: Projection,
     pub down: Linear,
+}
+
+/// Projections of one input whose outputs are used side by side: one stacked matrix, or,
+/// when a quantized file stores the parts in different types (Q4_K_M gives some `attn_v`
+/// more bits than `attn_q`), the parts run one after the other and their outputs join.
+#[derive(Debug, Clone)]
+pub enum Projection {
+    Fused(Linear),
+    Split(Vec<Linear>),
+}
+
+impl Module for Projection {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        match self {
+            Projection::Fused(linear) => linear.forward(xs),
+            Projection::Split(parts) => {
+                let outs = parts
+                    .iter()
+                    .map(|p| p.forward(xs))
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&outs, D::Minus1)
+            }
+        }
+    }
 }
 
 /// The sizes a block needs at run time.
