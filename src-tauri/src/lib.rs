@@ -70,6 +70,7 @@ pub fn app_builder<R: Runtime>(builder: Builder<R>) -> Builder<R> {
             commands::conversations::set_chat_settings,
             commands::conversations::switch_branch,
             commands::conversations::export_conversation,
+            commands::conversations::save_export,
             commands::conversations::import_archive,
             commands::images::stage_image_path,
             commands::images::stage_image_bytes,

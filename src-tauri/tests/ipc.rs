@@ -612,3 +612,16 @@ fn a_cut_answer_is_continued_in_the_same_message() {
     let chat = app.ok("get_conversation", json!({ "id": conversation }));
     assert_eq!(chat["messages"][1]["content"], expected, "nothing changed");
 }
+
+#[test]
+fn exporting_a_missing_conversation_is_refused_before_any_dialog_opens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = start(dir.path());
+    let err = app.err(
+        "save_export",
+        json!({ "id": "no-such-conversation", "format": "markdown" }),
+    );
+    assert_eq!(err["kind"], "not_found");
+    let err = app.err("save_export", json!({ "id": null, "format": "pdf" }));
+    assert!(err.as_str().is_some_and(|e| e.contains("`pdf`")), "{err}");
+}

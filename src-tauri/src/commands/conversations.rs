@@ -1,9 +1,11 @@
 //! Conversation list, CRUD, search, export and import: straight through to the store.
 
-use impchat_store::{Conversation, ConversationSummary, ImportReport, SearchHit};
-use tauri::State;
+use std::path::Path;
 
-use crate::error::AppResult;
+use impchat_store::{Conversation, ConversationSummary, ImportReport, SearchHit};
+use tauri::{AppHandle, Manager, Runtime, State};
+
+use crate::error::{AppError, AppResult};
 use crate::settings::ChatSettings;
 use crate::state::AppState;
 
@@ -97,11 +99,117 @@ pub fn switch_branch(
     Ok(state.store().switch_branch(&conversation_id, &message_id)?)
 }
 
-#[derive(Debug, Clone, Copy, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     Markdown,
     Zip,
+}
+
+impl ExportFormat {
+    fn extension(self) -> &'static str {
+        match self {
+            Self::Markdown => "md",
+            Self::Zip => "zip",
+        }
+    }
+
+    fn filter_name(self) -> &'static str {
+        match self {
+            Self::Markdown => "Markdown",
+            Self::Zip => "ImpChat archive",
+        }
+    }
+}
+
+/// The file name the save dialog suggests: the conversation's title made safe for every
+/// file system, or a name for the whole collection.
+fn suggested_file_name(title: Option<&str>, format: ExportFormat) -> String {
+    let stem = match title {
+        None => "ImpChat conversations".to_string(),
+        Some(title) => {
+            let safe: String = title
+                .chars()
+                .map(|c| match c {
+                    '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '-',
+                    c if c.is_control() => ' ',
+                    c => c,
+                })
+                .take(80)
+                .collect();
+            // Windows refuses names ending in a dot or space; a leading dot hides the file.
+            let safe = safe.trim_matches(|c: char| c == '.' || c.is_whitespace());
+            if safe.is_empty() {
+                "Conversation".to_string()
+            } else {
+                safe.to_string()
+            }
+        }
+    };
+    format!("{stem}.{}", format.extension())
+}
+
+/// Asks where to save with the native dialog, then writes one conversation (`id`) or all of
+/// them (`null`) there, as `export_conversation` does. `None` when the user cancels.
+#[tauri::command]
+pub async fn save_export<R: Runtime>(
+    app: AppHandle<R>,
+    state: State<'_, AppState>,
+    id: Option<String>,
+    format: ExportFormat,
+) -> AppResult<Option<String>> {
+    use tauri_plugin_dialog::DialogExt;
+    // A conversation that is gone is reported before any dialog opens.
+    let title = match id.as_deref() {
+        Some(id) => Some(state.store().conversation_summary(id)?.title),
+        None => None,
+    };
+    let (reply, picked) = tokio::sync::oneshot::channel();
+    app.dialog()
+        .file()
+        .set_title(if id.is_some() {
+            "Export conversation"
+        } else {
+            "Export all conversations"
+        })
+        .set_file_name(suggested_file_name(title.as_deref(), format))
+        .add_filter(format.filter_name(), &[format.extension()])
+        .save_file(move |path| {
+            let _ = reply.send(path);
+        });
+    let picked = picked
+        .await
+        .map_err(|_| AppError::internal("the save dialog closed without an answer; try again"))?;
+    let Some(picked) = picked else {
+        return Ok(None);
+    };
+    let path = picked.into_path().map_err(|err| {
+        AppError::invalid(format!(
+            "the chosen location is not a file on this device ({err}); choose a folder on this device"
+        ))
+    })?;
+    // Zipping many images takes a while; keep it off the async workers.
+    let written = tauri::async_runtime::spawn_blocking(move || {
+        write_export(&app.state::<AppState>(), id.as_deref(), format, &path)
+    })
+    .await
+    .map_err(|err| AppError::internal(format!("the export stopped unexpectedly: {err}")))??;
+    Ok(Some(written))
+}
+
+fn write_export(
+    state: &AppState,
+    id: Option<&str>,
+    format: ExportFormat,
+    path: &Path,
+) -> AppResult<String> {
+    let store = state.store();
+    let scope = id.into();
+    let written = match format {
+        ExportFormat::Zip => store.export_archive(scope, path)?,
+        ExportFormat::Markdown => store.export_markdown(scope, path)?,
+    };
+    Ok(written.display().to_string())
 }
 
 /// Writes one conversation (`id`) or all of them (`null`) to `path`; returns the path written.
@@ -114,17 +222,11 @@ pub fn export_conversation(
 ) -> AppResult<String> {
     let path = std::path::PathBuf::from(path.trim());
     if path.as_os_str().is_empty() {
-        return Err(crate::error::AppError::invalid(
+        return Err(AppError::invalid(
             "no file to export to; choose where to save",
         ));
     }
-    let store = state.store();
-    let scope = id.as_deref().into();
-    let written = match format {
-        ExportFormat::Zip => store.export_archive(scope, &path)?,
-        ExportFormat::Markdown => store.export_markdown(scope, &path)?,
-    };
-    Ok(written.display().to_string())
+    write_export(&state, id.as_deref(), format, &path)
 }
 
 /// Imports a .zip archive made by export; conversations already here are skipped.
@@ -133,4 +235,34 @@ pub fn import_archive(state: State<'_, AppState>, path: String) -> AppResult<Imp
     Ok(state
         .store()
         .import_archive(std::path::Path::new(path.trim()))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suggested_name_is_the_title_made_safe() {
+        assert_eq!(
+            suggested_file_name(Some("Receipts: March/April?"), ExportFormat::Markdown),
+            "Receipts- March-April-.md"
+        );
+        assert_eq!(
+            suggested_file_name(Some("  ..hidden. "), ExportFormat::Zip),
+            "hidden.zip"
+        );
+        assert_eq!(
+            suggested_file_name(Some("\u{7}"), ExportFormat::Zip),
+            "Conversation.zip"
+        );
+        assert_eq!(
+            suggested_file_name(None, ExportFormat::Zip),
+            "ImpChat conversations.zip"
+        );
+        let long = "x".repeat(300);
+        assert_eq!(
+            suggested_file_name(Some(&long), ExportFormat::Markdown).len(),
+            83
+        );
+    }
 }
