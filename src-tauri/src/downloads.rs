@@ -398,9 +398,98 @@ pub fn human_bytes(bytes: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use impchat_models::test_support::hub_server::HubServer;
+    use impchat_models::CatalogFile;
+
     use super::*;
+
+    const FIXTURE: &str = "imp-v1.5-3b-phi2";
+
+    /// A hub serving the tiny fixture checkpoint as catalog entry `FIXTURE`.
+    fn hub_with_fixture() -> (HubServer, DownloadSource) {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/models")
+            .join(FIXTURE);
+        let mut files = BTreeMap::new();
+        for entry in std::fs::read_dir(&dir).expect("fixture") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .into_owned();
+            files.insert(name, std::fs::read(&path).expect("file"));
+        }
+        let mut catalog = Catalog::builtin().expect("catalog");
+        let entry = catalog
+            .models
+            .iter_mut()
+            .find(|m| m.id.as_str() == FIXTURE)
+            .expect("entry");
+        entry.files = files
+            .iter()
+            .map(|(path, bytes)| CatalogFile {
+                path: path.clone(),
+                size_bytes: bytes.len() as u64,
+                size_is_estimate: false,
+                optional: false,
+            })
+            .collect();
+        let server = HubServer::start_repo(&entry.repo, &files);
+        let hub = HubConfig {
+            endpoint: server.endpoint.clone(),
+            ..HubConfig::default()
+        };
+        (server, DownloadSource { hub, catalog })
+    }
+
+    #[test]
+    fn a_quantized_download_reports_each_phase_and_installs_a_loadable_gguf() {
+        let (_server, source) = hub_with_fixture();
+        let models = tempfile::tempdir().expect("tempdir");
+        let downloads = Downloads::new(source, models.path().to_path_buf());
+        let seen = Mutex::new(Vec::new());
+        let installed = downloads
+            .download(FIXTURE, Some(Quant::Q8_0), &|p| lock(&seen).push(p))
+            .expect("download");
+        let seen = seen.into_inner().expect("events");
+        let phases: Vec<DownloadPhase> = seen.iter().map(|p| p.phase).collect();
+        for phase in [
+            DownloadPhase::Resolving,
+            DownloadPhase::Downloading,
+            DownloadPhase::Installing,
+            DownloadPhase::Converting,
+            DownloadPhase::Done,
+        ] {
+            assert!(phases.contains(&phase), "{phase:?} missing from {phases:?}");
+        }
+        assert_eq!(phases.last(), Some(&DownloadPhase::Done));
+        let downloading: Vec<u64> = seen
+            .iter()
+            .filter(|p| p.phase == DownloadPhase::Downloading)
+            .map(|p| p.bytes_done)
+            .collect();
+        assert!(
+            downloading.windows(2).all(|w| w[0] <= w[1]),
+            "{downloading:?}"
+        );
+        assert!(
+            installed.load_path.ends_with("-Q8_0.gguf"),
+            "{}",
+            installed.load_path
+        );
+        let options = impchat_engine::LoadOptions { threads: Some(1) };
+        let model = impchat_engine::Model::load(&installed.load_path, &options).expect("loads");
+        assert!(
+            model.info().quantization.contains("Q8_0"),
+            "{}",
+            model.info().quantization
+        );
+        assert_eq!(downloads.active_id(), None, "the slot is free again");
+    }
 
     fn progress(phase: Phase, done: u64, total: u64, files: (usize, usize)) -> Progress {
         Progress {
