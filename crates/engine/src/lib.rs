@@ -7,6 +7,7 @@
 pub mod config;
 pub mod error;
 pub mod gguf;
+pub mod kernels;
 pub mod linear;
 pub mod lm;
 pub mod model;

@@ -1,13 +1,25 @@
 //! A linear layer whose weight is either dense or quantized, so every model file
 //! works unchanged on safetensors (f32/f16/bf16) and on GGUF (Q4/Q8...).
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Module, Result, Tensor};
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
+
+use crate::kernels::{BlockBytes, Q4_0Matrix};
+
+/// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
+#[derive(Debug, Clone)]
+pub enum Weight {
+    Candle(QMatMul),
+    /// Q4_0 blocks through [`crate::kernels`] (candle has no batched Q4_0 GEMM on x86).
+    Q4_0(Arc<Q4_0Matrix>),
+}
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Weight,
     bias: Option<Tensor>,
 }
 
@@ -15,14 +27,31 @@ impl Linear {
     /// A dense layer from an `(out, in)` weight.
     pub fn dense(weight: Tensor, bias: Option<Tensor>) -> Self {
         Self {
-            weight: QMatMul::Tensor(weight),
+            weight: Weight::Candle(QMatMul::Tensor(weight)),
             bias,
         }
     }
 
-    /// A layer over any `QMatMul` (quantized or dense).
+    /// A layer over any `QMatMul` (quantized or dense). On x86_64, Q4_0 weights move to
+    /// our own kernel (one copy of the blocks; the `QMatMul` is dropped); elsewhere candle
+    /// keeps them (its aarch64 path has repacked NEON Q4_0 tiles), and so does any
+    /// tensor whose blocks cannot be read back.
     pub fn from_qmatmul(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        Self { weight, bias }
+        match own_q4_0(&weight) {
+            Some(matrix) => Self::q4_0(matrix, bias),
+            None => Self {
+                weight: Weight::Candle(weight),
+                bias,
+            },
+        }
+    }
+
+    /// A layer over Q4_0 blocks, e.g. mapped straight from a GGUF file.
+    pub fn q4_0(weight: Q4_0Matrix, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: Weight::Q4_0(Arc::new(weight)),
+            bias,
+        }
     }
 
     /// Loads `weight` (and `bias` when `with_bias`) of shape `(out_dim, in_dim)` from `vb`.
@@ -36,7 +65,7 @@ impl Linear {
         Ok(Self::dense(weight, bias))
     }
 
-    pub fn weight(&self) -> &QMatMul {
+    pub fn weight(&self) -> &Weight {
         &self.weight
     }
 
@@ -45,9 +74,43 @@ impl Linear {
     }
 }
 
+/// The Q4_0 blocks of `weight` as our own matrix, where our kernel is the faster one.
+fn own_q4_0(weight: &QMatMul) -> Option<Q4_0Matrix> {
+    let QMatMul::QTensor(q) = weight else {
+        return None;
+    };
+    if cfg!(target_arch = "aarch64") || q.dtype() != GgmlDType::Q4_0 {
+        return None;
+    }
+    let (rows, cols) = q.shape().dims2().ok()?;
+    let bytes = BlockBytes::Owned(q.data().ok()?.into_owned());
+    Q4_0Matrix::new(bytes, rows, cols).ok()
+}
+
+fn q4_0_forward(weight: &Q4_0Matrix, xs: &Tensor) -> Result<Tensor> {
+    let dims = xs.dims();
+    let Some((&k, batch)) = dims.split_last() else {
+        candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
+    };
+    if k != weight.cols() {
+        candle_core::bail!(
+            "linear layer expects {} input features, got shape {dims:?}",
+            weight.cols()
+        );
+    }
+    let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let ys = weight.matmul(&x).map_err(candle_core::Error::wrap)?;
+    let mut out_dims = batch.to_vec();
+    out_dims.push(weight.rows());
+    Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
+}
+
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let ys = self.weight.forward(xs)?;
+        let ys = match &self.weight {
+            Weight::Candle(w) => w.forward(xs)?,
+            Weight::Q4_0(w) => q4_0_forward(w, xs)?,
+        };
         match &self.bias {
             Some(b) => ys.broadcast_add(b),
             None => Ok(ys),

@@ -1,0 +1,56 @@
+//! Our own CPU matmul kernels for quantized weights where candle's are the bottleneck.
+//!
+//! Candle 0.11.1 has no batched Q4_0 GEMM on x86 (prefill runs one row at a time), so
+//! [`Q4_0Matrix`] multiplies f32 activations by GGML Q4_0 blocks directly: activations
+//! are quantized once per call to int8 blocks of 32, then int8 dot products run with
+//! AVX512-VNNI, AVX-VNNI or AVX2 (picked at run time), or a portable scalar loop.
+//! The matrix reads its blocks from bytes it may not own ([`BlockBytes::Mapped`]), so a
+//! memory-mapped GGUF needs no copy.
+
+mod activations;
+mod block_bytes;
+mod q4_0;
+mod q4_0_scalar;
+#[cfg(target_arch = "x86_64")]
+mod q4_0_x86;
+mod tier;
+
+pub use block_bytes::BlockBytes;
+pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
+pub use tier::Tier;
+
+/// Why a quantized matrix could not be built from the bytes it was given.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KernelError {
+    #[error(
+        "a Q4_0 matrix needs a column count that is a positive multiple of 32, got {cols}; \
+         the tensor is not Q4_0 or its shape is wrong"
+    )]
+    BadColumns { cols: usize },
+
+    #[error(
+        "a {rows}x{cols} Q4_0 matrix needs {expected} bytes of blocks, got {found}; \
+         the file is truncated or the tensor's type or shape is wrong"
+    )]
+    WrongByteCount {
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
+    },
+
+    #[error(
+        "byte range {start}..{end} lies outside the {len}-byte mapping; the file is truncated"
+    )]
+    RangeOutOfBounds {
+        start: usize,
+        end: usize,
+        len: usize,
+    },
+
+    #[error("{len} input values do not split into rows of {cols}; the activation width is wrong")]
+    BadInput { len: usize, cols: usize },
+
+    #[error("the {tier:?} kernels need CPU features this machine lacks")]
+    TierUnavailable { tier: Tier },
+}

@@ -1,0 +1,295 @@
+//! Our Q4_0 matmul against candle's own Q4_0 dequantization and an f32 matmul, on every
+//! instruction-set tier this CPU runs and on the portable scalar path.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use impchat_engine::kernels::{BlockBytes, KernelError, Q4_0Matrix, Tier};
+use impchat_engine::linear::{Linear, Weight};
+
+const SHAPES: [(usize, usize); 4] = [(96, 160), (37, 2560), (160, 1440), (5, 32)];
+const TOKENS: [usize; 4] = [1, 2, 7, 237];
+
+struct Case {
+    matrix: Q4_0Matrix,
+    /// candle's dequantization of the same blocks, row-major `n x k`.
+    weights: Vec<f32>,
+    n: usize,
+    k: usize,
+}
+
+fn case(n: usize, k: usize, seed: u64) -> Case {
+    let device = Device::Cpu;
+    let w = Tensor::from_vec(gaussian(n * k, seed), (n, k), &device).unwrap();
+    let q = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
+    let bytes = q.data().unwrap().into_owned();
+    let weights = q
+        .dequantize(&device)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let matrix = Q4_0Matrix::new(BlockBytes::Owned(bytes), n, k).unwrap();
+    Case {
+        matrix,
+        weights,
+        n,
+        k,
+    }
+}
+
+/// Deterministic N(0, 0.02)-like weights (sum of uniforms from a 64-bit LCG).
+fn gaussian(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..len)
+        .map(|_| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 0.035)
+        .collect()
+}
+
+fn activations(m: usize, k: usize) -> Vec<f32> {
+    // Varied magnitudes per block so each block gets its own activation scale.
+    (0..m * k)
+        .map(|i| {
+            let wave = ((i * 7919) % 1009) as f32 / 1009.0 - 0.5;
+            wave * (1.0 + (i / 32 % 5) as f32)
+        })
+        .collect()
+}
+
+/// The activations as the kernel sees them: int8 blocks of 32, `d = max|x| / 127`.
+fn quantized(x: &[f32]) -> Vec<f32> {
+    x.chunks(32)
+        .flat_map(|block| {
+            let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            block.iter().map(move |v| (v * inv).round() * d)
+        })
+        .collect()
+}
+
+/// `x · Wᵀ` in f64 and, per output, `Σ |w| |x|` (the scale of its rounding error).
+fn reference(case: &Case, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
+    let m = x.len() / case.k;
+    let mut out = vec![0f64; m * case.n];
+    let mut magnitude = vec![0f64; m * case.n];
+    for t in 0..m {
+        let x = &x[t * case.k..(t + 1) * case.k];
+        for r in 0..case.n {
+            let w = &case.weights[r * case.k..(r + 1) * case.k];
+            out[t * case.n + r] = w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum();
+            magnitude[t * case.n + r] = w
+                .iter()
+                .zip(x)
+                .map(|(&w, &x)| (w as f64 * x as f64).abs())
+                .sum();
+        }
+    }
+    (out, magnitude)
+}
+
+/// Checks one tier on every shape and token count. Two references:
+/// * exact: candle's dequantized weights times the int8-rounded activations; only f32
+///   summation order differs, so the error is within 1e-5 of `Σ |w x|`;
+/// * true f32 product: rounding each activation moves it by at most `d / 2` of its block,
+///   so the error is at most `Σ_blocks d / 2 · Σ |w|` (plus the same f32 slack).
+fn check_tier(tier: Tier) {
+    for (seed, &(n, k)) in SHAPES.iter().enumerate() {
+        let case = case(n, k, seed as u64);
+        for m in TOKENS {
+            let x = activations(m, k);
+            let got = case.matrix.matmul_with(tier, &x).unwrap();
+            assert_eq!(got.len(), m * n);
+
+            let (exact, magnitude) = reference(&case, &quantized(&x));
+            let (truth, _) = reference(&case, &x);
+            for t in 0..m {
+                let xt = &x[t * k..(t + 1) * k];
+                for r in 0..n {
+                    let i = t * n + r;
+                    let slack = 1e-5 * magnitude[i] + 1e-7;
+                    let diff = (got[i] as f64 - exact[i]).abs();
+                    assert!(
+                        diff <= slack,
+                        "{tier:?} {n}x{k} m={m} out[{t}][{r}] = {} but dequantized product is {} (diff {diff:e} > {slack:e})",
+                        got[i],
+                        exact[i]
+                    );
+                    let w = &case.weights[r * k..(r + 1) * k];
+                    let bound: f64 = xt
+                        .chunks(32)
+                        .zip(w.chunks(32))
+                        .map(|(xb, wb)| {
+                            let d = xb.iter().fold(0f32, |m, v| m.max(v.abs())) as f64 / 127.0;
+                            d / 2.0 * wb.iter().map(|w| w.abs() as f64).sum::<f64>()
+                        })
+                        .sum::<f64>()
+                        + slack;
+                    let diff = (got[i] as f64 - truth[i]).abs();
+                    assert!(
+                        diff <= bound,
+                        "{tier:?} {n}x{k} m={m} out[{t}][{r}] is {diff:e} off the f32 product (bound {bound:e})"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn scalar_tier_matches_candle_dequantized_matmul() {
+    check_tier(Tier::Scalar);
+}
+
+#[test]
+fn avx2_tier_matches_candle_dequantized_matmul() {
+    if Tier::Avx2.is_available() {
+        check_tier(Tier::Avx2);
+    } else {
+        eprintln!("this CPU has no AVX2; tier not tested");
+    }
+}
+
+#[test]
+fn avx_vnni_tier_matches_candle_dequantized_matmul() {
+    if Tier::AvxVnni.is_available() {
+        check_tier(Tier::AvxVnni);
+    } else {
+        eprintln!("this CPU has no AVX-VNNI; tier not tested");
+    }
+}
+
+#[test]
+fn avx512_vnni_tier_matches_candle_dequantized_matmul() {
+    if Tier::Avx512Vnni.is_available() {
+        check_tier(Tier::Avx512Vnni);
+    } else {
+        eprintln!("this CPU has no AVX512-VNNI; tier not tested");
+    }
+}
+
+#[test]
+fn results_do_not_depend_on_thread_count() {
+    let case = case(160, 1440, 9);
+    let x = activations(7, 1440);
+    let run = |threads| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| case.matrix.matmul(&x).unwrap())
+    };
+    assert_eq!(run(1), run(3));
+}
+
+#[test]
+fn mapped_bytes_are_read_in_place() {
+    let case = case(37, 2560, 3);
+    let BlockBytes::Owned(blocks) = case.matrix.bytes().clone() else {
+        panic!("built from owned bytes")
+    };
+    // The blocks somewhere inside a larger shared buffer, as in a mapped GGUF.
+    let mut file = vec![0xAAu8; 1000];
+    let start = file.len();
+    file.extend_from_slice(&blocks);
+    file.extend_from_slice(&[0x55; 77]);
+    let shared: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(file);
+    let mapped = Q4_0Matrix::new(
+        BlockBytes::Mapped {
+            map: shared,
+            range: start..start + blocks.len(),
+        },
+        37,
+        2560,
+    )
+    .unwrap();
+    let x = activations(2, 2560);
+    assert_eq!(mapped.matmul(&x).unwrap(), case.matrix.matmul(&x).unwrap());
+}
+
+#[test]
+fn bad_shapes_and_ranges_are_refused() {
+    let blocks = vec![0u8; 2 * 18];
+    assert_eq!(
+        Q4_0Matrix::new(BlockBytes::Owned(blocks.clone()), 1, 48).unwrap_err(),
+        KernelError::BadColumns { cols: 48 }
+    );
+    assert_eq!(
+        Q4_0Matrix::new(BlockBytes::Owned(blocks.clone()), 2, 64).unwrap_err(),
+        KernelError::WrongByteCount {
+            rows: 2,
+            cols: 64,
+            expected: 72,
+            found: 36
+        }
+    );
+    let shared: Arc<dyn AsRef<[u8]> + Send + Sync> = Arc::new(blocks);
+    let err = Q4_0Matrix::new(
+        BlockBytes::Mapped {
+            map: shared,
+            range: 10..46,
+        },
+        1,
+        64,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::RangeOutOfBounds {
+            start: 10,
+            end: 46,
+            len: 36
+        }
+    );
+    let matrix = Q4_0Matrix::new(BlockBytes::Owned(vec![0u8; 36]), 1, 64).unwrap();
+    assert_eq!(
+        matrix.matmul(&[0.0; 65]).unwrap_err(),
+        KernelError::BadInput { len: 65, cols: 64 }
+    );
+}
+
+#[test]
+fn q4_0_linear_uses_our_kernel_and_matches_candle() {
+    let device = Device::Cpu;
+    let w = Tensor::randn(0f32, 0.02, (96, 160), &device).unwrap();
+    let q = Arc::new(QTensor::quantize(&w, GgmlDType::Q4_0).unwrap());
+    let bias = Tensor::randn(0f32, 1.0, 96, &device).unwrap();
+    let candle = QMatMul::from_arc(q.clone()).unwrap();
+    let ours = Linear::from_qmatmul(QMatMul::from_arc(q).unwrap(), Some(bias.clone()));
+    if cfg!(target_arch = "x86_64") {
+        assert!(matches!(ours.weight(), Weight::Q4_0(_)));
+    }
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 160), &device).unwrap();
+    let expected = candle.forward(&x).unwrap().broadcast_add(&bias).unwrap();
+    let got = ours.forward(&x).unwrap();
+    assert_eq!(got.dims(), &[2, 3, 96]);
+    // Both quantize the activations to int8 blocks (candle stores the block scale as f16).
+    let diff = (got - &expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = expected
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(
+        diff <= 0.01 * scale,
+        "max diff {diff} vs output scale {scale}"
+    );
+}
