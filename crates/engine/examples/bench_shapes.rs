@@ -7,15 +7,23 @@
 //! model is. Values do not change speed, so one random matrix per shape is quantized and
 //! written under every layer's name (each layer still gets its own copy in memory).
 //!
-//! `cargo run --release -p impchat-engine --example bench_shapes -- [threads] [runs]`
+//! `cargo run --release -p impchat-engine --example bench_shapes -- [threads] [runs]
+//!  [--prompts 237,770] [--mix q4k|q4_0|all] [--no-vision] [--matmul]`
+//!
+//! `--matmul` also times single matmuls at Phi-2 shapes, candle's `QMatMul` against the
+//! engine's `Linear` (which runs Q4_0 on our own kernel), in the same process.
+//! Every figure is printed with the load average, since the machine is shared.
 
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use candle_core::quantized::QMatMul;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::Module;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use impchat_engine::gguf::GgufFile;
+use impchat_engine::linear::Linear;
 use impchat_engine::lm::phi2::Phi2;
 use impchat_engine::lm::{KvCache, LanguageModel};
 use impchat_engine::projector::Projector;
@@ -26,9 +34,9 @@ const LAYERS: usize = 32;
 const HEADS: usize = 32;
 const MLP: usize = 10240;
 const VOCAB: usize = 51200;
-const IMAGE_TOKENS: usize = 196;
-const TEXT_TOKENS: usize = 41;
 const DECODE_TOKENS: usize = 64;
+/// Read-only memory bandwidth with 2 threads on a quiet host (perf-anchor.md).
+const BANDWIDTH: f64 = 34e9;
 
 struct Mix {
     name: &'static str,
@@ -36,16 +44,74 @@ struct Mix {
     output: GgmlDType,
 }
 
+struct Args {
+    threads: usize,
+    runs: usize,
+    prompts: Vec<usize>,
+    mix: String,
+    vision: bool,
+    matmul: bool,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        threads: 2,
+        runs: 3,
+        prompts: vec![237],
+        mix: "all".into(),
+        vision: true,
+        matmul: false,
+    };
+    let mut positional = 0;
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--prompts" => {
+                let list = it.next().context("--prompts needs a list like 237,770")?;
+                args.prompts = list
+                    .split(',')
+                    .map(|n| n.parse().context("--prompts takes token counts"))
+                    .collect::<Result<_>>()?;
+            }
+            "--mix" => args.mix = it.next().context("--mix needs q4k, q4_0 or all")?,
+            "--no-vision" => args.vision = false,
+            "--matmul" => args.matmul = true,
+            n if positional == 0 => {
+                args.threads = n.parse().context("threads must be a number")?;
+                positional += 1;
+            }
+            n if positional == 1 => {
+                args.runs = n.parse().context("runs must be a number")?;
+                positional += 1;
+            }
+            other => anyhow::bail!("unexpected argument {other:?}"),
+        }
+    }
+    Ok(args)
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "n/a".into())
+}
+
 fn main() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    let threads: usize = args.next().map_or(Ok(2), |a| a.parse())?;
-    let runs: usize = args.next().map_or(Ok(3), |a| a.parse())?;
+    let args = parse_args()?;
     let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
+        .num_threads(args.threads)
         .build()?;
-    println!("threads {threads}, runs {runs}, prompt {IMAGE_TOKENS} image + {TEXT_TOKENS} text tokens, decode {DECODE_TOKENS}");
-    pool.install(|| bench_vision(runs))?;
-    for mix in [
+    println!(
+        "threads {}, runs {}, prompts {:?}, decode {DECODE_TOKENS}",
+        args.threads, args.runs, args.prompts
+    );
+    if args.vision {
+        pool.install(|| bench_vision(args.runs))?;
+    }
+    if args.matmul {
+        pool.install(|| bench_matmuls(args.runs, &args.prompts))?;
+    }
+    let mixes = [
         Mix {
             name: "Q4_K (Q6_K output)",
             matrix: GgmlDType::Q4K,
@@ -56,18 +122,67 @@ fn main() -> Result<()> {
             matrix: GgmlDType::Q4_0,
             output: GgmlDType::Q6K,
         },
-    ] {
+    ];
+    for mix in mixes {
+        let wanted = match args.mix.as_str() {
+            "all" => true,
+            "q4k" => mix.matrix == GgmlDType::Q4K,
+            "q4_0" => mix.matrix == GgmlDType::Q4_0,
+            other => anyhow::bail!("unknown --mix {other:?}; use q4k, q4_0 or all"),
+        };
+        if !wanted {
+            continue;
+        }
         let dir = tempfile::tempdir()?;
         let path = dir.path().join("phi2-random.gguf");
         let started = Instant::now();
-        write_phi2(&path, &mix)?;
+        let weight_bytes = write_phi2(&path, &mix)?;
         println!(
             "{}: wrote {} in {:.1} s",
             mix.name,
             path.display(),
             started.elapsed().as_secs_f64()
         );
-        pool.install(|| bench_lm(&path, &mix, runs))?;
+        pool.install(|| bench_lm(&path, &mix, weight_bytes, &args))?;
+    }
+    Ok(())
+}
+
+/// One matmul per Phi-2 shape, candle's `QMatMul` against the engine's `Linear`.
+fn bench_matmuls(runs: usize, prompts: &[usize]) -> Result<()> {
+    let shapes = [
+        ("qkv", HIDDEN, 3 * HIDDEN),
+        ("fc1", HIDDEN, MLP),
+        ("fc2", MLP, HIDDEN),
+    ];
+    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K] {
+        for (name, k, n) in shapes {
+            let q = std::sync::Arc::new(random(n, k, dtype)?);
+            let candle = QMatMul::from_arc(q.clone())?;
+            let ours = Linear::from_qmatmul(QMatMul::from_arc(q)?, None);
+            for &m in std::iter::once(&1).chain(prompts) {
+                let x = Tensor::randn(0f32, 1.0, (1, m, k), &Device::Cpu)?;
+                let time = |f: &dyn Fn() -> candle_core::Result<Tensor>| -> Result<f64> {
+                    f()?;
+                    let mut times = Vec::new();
+                    for _ in 0..runs.max(3) {
+                        let started = Instant::now();
+                        f()?;
+                        times.push(started.elapsed().as_secs_f64());
+                    }
+                    Ok(median(times))
+                };
+                let theirs = time(&|| candle.forward(&x))?;
+                let mine = time(&|| ours.forward(&x))?;
+                println!(
+                    "matmul {dtype:?} {name} {k}->{n} m={m}: candle {:.2} ms, engine {:.2} ms ({:.2}x) [load {}]",
+                    theirs * 1e3,
+                    mine * 1e3,
+                    theirs / mine,
+                    loadavg()
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -110,7 +225,9 @@ fn vector(len: usize, value: f32) -> Result<QTensor> {
     Ok(QTensor::quantize(&t, GgmlDType::F32)?)
 }
 
-fn write_phi2(path: &std::path::Path, mix: &Mix) -> Result<()> {
+/// Writes the model and returns the weight bytes one decoded token reads (every matrix
+/// but the embedding table, plus biases and norms).
+fn write_phi2(path: &std::path::Path, mix: &Mix) -> Result<usize> {
     let qkv = random(3 * HIDDEN, HIDDEN, mix.matrix)?;
     let out = random(HIDDEN, HIDDEN, mix.matrix)?;
     let up = random(MLP, HIDDEN, mix.matrix)?;
@@ -168,10 +285,18 @@ fn write_phi2(path: &std::path::Path, mix: &Mix) -> Result<()> {
     let tensors: Vec<(&str, &QTensor)> = names.iter().map(|(k, v)| (k.as_str(), *v)).collect();
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     gguf_file::write(&mut file, &meta_refs, &tensors).context("writing the GGUF")?;
-    Ok(())
+    let bytes = |t: &QTensor| t.storage_size_in_bytes();
+    let per_layer = bytes(&qkv)
+        + bytes(&out)
+        + bytes(&up)
+        + bytes(&down)
+        + bytes(&qkv_b)
+        + bytes(&mlp_b)
+        + 4 * bytes(&zeros);
+    Ok(LAYERS * per_layer + bytes(&head) + bytes(&vocab_b) + 2 * bytes(&ones))
 }
 
-fn bench_lm(path: &std::path::Path, mix: &Mix, runs: usize) -> Result<()> {
+fn bench_lm(path: &std::path::Path, mix: &Mix, weight_bytes: usize, args: &Args) -> Result<()> {
     let started = Instant::now();
     let lm = Phi2::from_gguf(&mut GgufFile::open(path)?)?;
     let load = started.elapsed().as_secs_f64();
@@ -180,36 +305,47 @@ fn bench_lm(path: &std::path::Path, mix: &Mix, runs: usize) -> Result<()> {
     let ids = Tensor::new(&[[1u32, 2]], &Device::Cpu)?;
     lm.forward_embeds_last(&lm.embed(&ids)?, &mut KvCache::new(LAYERS), 0)?;
     let warm = started.elapsed().as_secs_f64();
+    println!("{}: load {load:.1} s, warm-up {warm:.1} s", mix.name);
 
-    let prompt = Tensor::randn(
-        0f32,
-        0.02,
-        (1, IMAGE_TOKENS + TEXT_TOKENS, HIDDEN),
-        &Device::Cpu,
-    )?;
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        let mut cache = KvCache::new(LAYERS);
-        let started = Instant::now();
-        let mut logits = lm.forward_embeds_last(&prompt, &mut cache, 0)?;
-        prefill.push(started.elapsed().as_secs_f64());
-        let started = Instant::now();
-        for _ in 0..DECODE_TOKENS {
-            let next = logits.argmax(0)?.to_scalar::<u32>()?;
-            let embed = lm.embed(&Tensor::new(&[[next]], &Device::Cpu)?)?;
-            let pos = cache.len();
-            logits = lm.forward_embeds_last(&embed, &mut cache, pos)?;
+    for &prompt_len in &args.prompts {
+        let prompt = Tensor::randn(0f32, 0.02, (1, prompt_len, HIDDEN), &Device::Cpu)?;
+        let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+        for _ in 0..args.runs {
+            let mut cache = KvCache::new(LAYERS);
+            let started = Instant::now();
+            let mut logits = lm.forward_embeds_last(&prompt, &mut cache, 0)?;
+            prefill.push(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            for _ in 0..DECODE_TOKENS {
+                let next = logits.argmax(0)?.to_scalar::<u32>()?;
+                let embed = lm.embed(&Tensor::new(&[[next]], &Device::Cpu)?)?;
+                let pos = cache.len();
+                logits = lm.forward_embeds_last(&embed, &mut cache, pos)?;
+            }
+            decode.push(started.elapsed().as_secs_f64());
         }
-        decode.push(started.elapsed().as_secs_f64());
+        let prefill = median(prefill);
+        let per_token = median(decode) / DECODE_TOKENS as f64;
+        let bandwidth = weight_bytes as f64 / per_token;
+        println!(
+            "{}: threads {}, prefill {prompt_len} tok median {prefill:.2} s = {:.1} tok/s [load {}]",
+            mix.name,
+            args.threads,
+            prompt_len as f64 / prefill,
+            loadavg()
+        );
+        println!(
+            "{}: threads {}, decode {DECODE_TOKENS} tok after {prompt_len} median {:.2} tok/s, \
+             {:.0} MB weights/token = {:.1} GB/s = {:.0}% of {:.0} GB/s [load {}]",
+            mix.name,
+            args.threads,
+            1.0 / per_token,
+            weight_bytes as f64 / 1e6,
+            bandwidth / 1e9,
+            100.0 * bandwidth / BANDWIDTH,
+            BANDWIDTH / 1e9,
+            loadavg()
+        );
     }
-    let prompt_len = (IMAGE_TOKENS + TEXT_TOKENS) as f64;
-    println!(
-        "{}: load {load:.1} s, warm-up {warm:.1} s, prefill {} tok median {:.2} s = {:.1} tok/s, decode {DECODE_TOKENS} tok median {:.2} tok/s",
-        mix.name,
-        IMAGE_TOKENS + TEXT_TOKENS,
-        median(prefill.clone()),
-        prompt_len / median(prefill),
-        DECODE_TOKENS as f64 / median(decode),
-    );
     Ok(())
 }
