@@ -6,6 +6,7 @@ import { Composer, Dialog, PreviewDialog } from './composer';
 import { Icon } from './icons';
 import { baseName, checkImageFile, checkImagePath } from './images';
 import type { AppSettings, Conversation, ConversationSummary, ImageRef, Message, MessageStatus, ModelInfo, ModelStatus, StagedImage, StreamEvent, Theme } from './ipc';
+import { ExportMenu } from './export';
 import { api, errorText, onFileDragDrop, onStoreNotice } from './ipc';
 import { MessageList, StoredImage } from './messages';
 import { useTouchScreen } from './pointer';
@@ -654,6 +655,7 @@ export function App(): JSX.Element {
               <span class="model-name">{model.model.name}</span>
             </button>
           )}
+          {view === 'chat' && !showSetup && conv !== null && <ExportMenu conversationId={conv.id} onResult={(outcome) => toast(outcome.text)} />}
           <button type="button" class="icon-btn" aria-label="Settings" aria-pressed={view === 'settings'} onClick={() => setView(view === 'settings' ? 'chat' : 'settings')}>
             <Icon name="settings" />
           </button>

@@ -5,6 +5,7 @@ import { listen } from '@tauri-apps/api/event';
 import { getCurrentWebview } from '@tauri-apps/api/webview';
 
 export type Role = 'system' | 'user' | 'assistant';
+export type ExportFormat = 'markdown' | 'zip';
 export type MessageStatus = 'streaming' | 'complete' | 'stopped' | 'interrupted' | 'error';
 
 export interface ConversationSummary {
@@ -207,8 +208,10 @@ export const api = {
   restoreConversation: (id: string) => call<null>('restore_conversation', { id }),
   purgeConversation: (id: string) => call<null>('purge_conversation', { id }),
   search: (query: string) => call<SearchHit[]>('search', { query }),
-  exportConversation: (id: string | null, format: 'markdown' | 'zip', path: string) =>
+  exportConversation: (id: string | null, format: ExportFormat, path: string) =>
     call<string>('export_conversation', { id, format, path }),
+  /** Asks where to save (native dialog) and exports there; resolves to the path written, or null when cancelled. */
+  saveExport: (id: string | null, format: ExportFormat) => call<string | null>('save_export', { id, format }),
   importArchive: (path: string) => call<ImportResult>('import_archive', { path }),
   setChatSettings: (id: string, systemPrompt: string | null, settings: ChatSettings | null) =>
     call<null>('set_chat_settings', { id, systemPrompt, settings }),

@@ -1,6 +1,7 @@
 import type { JSX } from 'preact';
 import { useState } from 'preact/hooks';
 import { Icon } from './icons';
+import { exportTo } from './export';
 import type { AppSettings, ChatSettings, Conversation, ModelInfo, Theme } from './ipc';
 import { api, errorText } from './ipc';
 
@@ -187,6 +188,20 @@ export function SettingsPanel(p: SettingsProps): JSX.Element {
             >
               <Icon name="folder" /> Open data folder
             </button>
+            <div class="export-all" role="group" aria-label="Export all conversations">
+              {(['markdown', 'zip'] as const).map((format) => (
+                <button
+                  key={format}
+                  type="button"
+                  class="btn"
+                  onClick={() => {
+                    void exportTo(null, format).then((outcome) => outcome && setStatus(outcome));
+                  }}
+                >
+                  <Icon name="download" /> {format === 'markdown' ? 'Export all as Markdown…' : 'Export all as archive (.zip)…'}
+                </button>
+              ))}
+            </div>
           </fieldset>
 
           <div class="settings-foot">

@@ -351,6 +351,12 @@
         return null;
       },
       open_data_dir: () => null,
+      // The native save dialog: `savePath` is what the user picks (null: cancelled).
+      save_export: ({ id: cid, format }) => {
+        if (cid !== null) conv(cid);
+        const picked = config.savePath === undefined ? `/home/user/Documents/export.${format === 'zip' ? 'zip' : 'md'}` : config.savePath;
+        return picked;
+      },
       // Like the app state: the start-up notices are handed out once.
       take_store_notices: () => {
         const notices = config.storeNotices ?? [];
