@@ -241,7 +241,9 @@ fn generate(
                 }
                 let _ = channel.send(StreamEvent::Token { text });
             }
-            GenerationEvent::ImageEncoded { index, ms, cached } => {
+            GenerationEvent::ImageEncoded {
+                index, ms, cached, ..
+            } => {
                 let _ = channel.send(StreamEvent::ImageEncoded { index, ms, cached });
             }
             GenerationEvent::PromptProcessed { tokens, ms } => {

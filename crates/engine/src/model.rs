@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use candle_nn::VarBuilder;
 use impchat_input::image::{self as input_image, DecodeLimits, ImageAspect};
 use impchat_input::template::ChatTemplate;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::config::{CheckpointConfig, Family, LmConfig};
@@ -22,9 +24,14 @@ use crate::lm::qwen2::Qwen2;
 use crate::lm::{KvCache, LanguageModel};
 use crate::projector::{self, Projector};
 use crate::request::GenerateRequest;
-use crate::session::{build_prompt, embed_slots, Session, Slot};
+use crate::session::{build_prompt, embed_slots, ImageDigest, Session, Slot};
 use crate::vision::{VisionConfig, VisionTower};
 use crate::weights::WeightFiles;
+
+mod feature_cache;
+
+pub use feature_cache::DEFAULT_FEATURE_CACHE_BYTES;
+pub(crate) use feature_cache::{FeatureCache, FeatureKey};
 
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
@@ -81,6 +88,10 @@ pub(crate) struct Inner {
     pub bos_token_id: Option<u32>,
     pub runtime: Runtime,
     pub decode_limits: DecodeLimits,
+    /// Image features for every session of this model.
+    pub features: FeatureCache,
+    /// How many images the vision tower has encoded since load.
+    pub vision_runs: AtomicU64,
 }
 
 /// Where the math runs: candle's own CPU pool, or a pool of the requested size.
@@ -210,7 +221,7 @@ impl Model {
             let mut features = HashMap::new();
             for (index, (digest, bytes)) in prompt.images.iter().enumerate() {
                 if !features.contains_key(digest) {
-                    features.insert(*digest, inner.encode_image(bytes, index)?.0);
+                    features.insert(*digest, inner.image_features(digest, bytes, index)?.0);
                 }
             }
             let embeds = embed_slots(inner, &features, &prompt.slots)?;
@@ -225,7 +236,10 @@ impl Model {
     /// Projected image features `(1, visual_tokens, hidden)`, as spliced into the prompt.
     pub fn encode_image(&self, bytes: &[u8]) -> Result<Tensor, EngineError> {
         let inner = &*self.inner;
-        inner.runtime.run(|| Ok(inner.encode_image(bytes, 0)?.0))
+        let digest: ImageDigest = Sha256::digest(bytes).into();
+        inner
+            .runtime
+            .run(|| Ok(inner.image_features(&digest, bytes, 0)?.0))
     }
 
     /// The language model on its own (embeddings in, logits out).
@@ -239,6 +253,24 @@ impl Model {
 
     pub(crate) fn inner(&self) -> &Inner {
         &self.inner
+    }
+
+    /// How many images the vision tower has encoded since the model was loaded (images
+    /// answered from the feature cache do not count).
+    pub fn vision_tower_runs(&self) -> u64 {
+        self.inner.vision_runs.load(Ordering::Relaxed)
+    }
+
+    /// Bounds the image-feature cache shared by this model's sessions
+    /// ([`DEFAULT_FEATURE_CACHE_BYTES`] after load; 0 turns it off), evicting what no
+    /// longer fits.
+    pub fn set_feature_cache_bytes(&self, bytes: usize) {
+        self.inner.features.set_capacity(bytes);
+    }
+
+    /// Bytes of image features the cache holds now.
+    pub fn feature_cache_bytes_used(&self) -> usize {
+        self.inner.features.used_bytes()
     }
 }
 
@@ -260,8 +292,42 @@ impl Inner {
         ))
     }
 
-    /// Image bytes → projected features `(1, visual_tokens, hidden)` and the time it took.
+    /// Projected features of the image whose bytes hash to `digest`: from the feature
+    /// cache (`true`) or encoded now (`false`, and cached), with the milliseconds it took.
+    pub fn image_features(
+        &self,
+        digest: &ImageDigest,
+        bytes: &[u8],
+        index: usize,
+    ) -> Result<(Tensor, f64, bool), EngineError> {
+        let key = self.feature_key(digest);
+        if let Some(features) = self.features.get(&key) {
+            return Ok((features, 0.0, true));
+        }
+        let (features, ms) = self.encode_image(bytes, index)?;
+        self.features.insert(key, features.clone());
+        Ok((features, ms, false))
+    }
+
+    fn feature_key(&self, digest: &ImageDigest) -> FeatureKey {
+        let info = &self.info;
+        FeatureKey {
+            image: *digest,
+            model: Arc::from(format!(
+                "{}|{}|{}",
+                info.id,
+                info.path.display(),
+                info.quantization
+            )),
+            image_size: info.image_size,
+            aspect: info.image_aspect,
+        }
+    }
+
+    /// Image bytes → projected features `(1, visual_tokens, hidden)` and the time it took,
+    /// always running the vision tower.
     pub fn encode_image(&self, bytes: &[u8], index: usize) -> Result<(Tensor, f64), EngineError> {
+        self.vision_runs.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
         let square = self.preprocess(bytes, index)?;
         let size = self.info.image_size as usize;
@@ -364,6 +430,8 @@ fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
         bos_token_id,
         runtime: Runtime::default(),
         decode_limits: DecodeLimits::default(),
+        features: FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES),
+        vision_runs: AtomicU64::new(0),
     })
 }
 

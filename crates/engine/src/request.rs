@@ -145,7 +145,13 @@ pub enum GenerationEvent {
     ImageEncoded {
         index: usize,
         ms: f64,
+        /// The vision tower did not run for this image: its features were already in the
+        /// session or in the model's feature cache.
         cached: bool,
+        /// The features came from the model's feature cache, shared by all its sessions
+        /// (encoded earlier for a regenerated answer, another session or a reopened chat).
+        #[serde(default)]
+        from_model_cache: bool,
     },
     PromptProcessed {
         tokens: usize,

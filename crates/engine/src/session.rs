@@ -186,22 +186,28 @@ impl Session {
                     index,
                     ms: 0.0,
                     cached: true,
+                    from_model_cache: false,
                 });
                 continue;
             }
             let needed = prompt.slots[shared..]
                 .iter()
                 .any(|s| matches!(s, Slot::ImageRow { image, .. } if image == digest));
-            let (tensor, ms, cached) = match self.features.get(digest) {
-                Some(tensor) => (Some(tensor.clone()), 0.0, true),
-                None if !needed => (None, 0.0, true),
+            let (tensor, ms, cached, from_model_cache) = match self.features.get(digest) {
+                Some(tensor) => (Some(tensor.clone()), 0.0, true, false),
+                None if !needed => (None, 0.0, true, false),
                 None => {
-                    let (tensor, ms) = inner.encode_image(bytes, index)?;
-                    (Some(tensor), ms, false)
+                    let (tensor, ms, hit) = inner.image_features(digest, bytes, index)?;
+                    (Some(tensor), ms, hit, hit)
                 }
             };
             stats.image_encode_ms += ms;
-            on_event(GenerationEvent::ImageEncoded { index, ms, cached });
+            on_event(GenerationEvent::ImageEncoded {
+                index,
+                ms,
+                cached,
+                from_model_cache,
+            });
             if let Some(tensor) = tensor {
                 features.insert(*digest, tensor);
             }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
 use candle_core::{DType, Device, Tensor};
@@ -20,7 +21,7 @@ use crate::lm::phi2::Phi2;
 use crate::lm::phi3::Phi3;
 use crate::lm::qwen2::Qwen2;
 use crate::lm::{KvCache, LanguageModel};
-use crate::model::{Inner, ModelInfo, Runtime};
+use crate::model::{FeatureCache, Inner, ModelInfo, Runtime, DEFAULT_FEATURE_CACHE_BYTES};
 use crate::projector::Projector;
 use crate::vision::{VisionAct, VisionConfig, VisionTower};
 
@@ -177,6 +178,8 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         bos_token_id,
         runtime: Runtime::default(),
         decode_limits: DecodeLimits::default(),
+        features: FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES),
+        vision_runs: AtomicU64::new(0),
     })
 }
 
