@@ -2,6 +2,7 @@
 //! or serve it through an OpenAI-compatible HTTP API. Everything runs offline.
 
 mod ask;
+mod bench;
 mod chat;
 mod convert_cmd;
 mod exit;
@@ -57,6 +58,10 @@ enum Command {
     /// Convert a checkpoint folder into a language-model GGUF and its mmproj GGUF.
     #[command(after_help = EXIT_CODES)]
     Convert(convert_cmd::ConvertArgs),
+    /// Measure speed on a random-weight model with an Imp checkpoint's exact shapes
+    /// (the Imp paper's protocol: one image + 41 prompt tokens, 64 generated).
+    #[command(after_help = EXIT_CODES)]
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Models(args) => models_cmd::run(args),
         Command::Convert(args) => convert_cmd::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match outcome {
         Ok(code) => code,
