@@ -113,6 +113,40 @@ export interface CatalogEntry {
   downloadBytes: number;
   ramBytes: number;
   fits: MemoryFit;
+  /** Branch or commit the catalog asks for; an installed model records the commit it got. */
+  revision: string;
+  quantizations: QuantOption[];
+  /** The format to offer first on this device (4-bit on phones). */
+  defaultQuant: Quant;
+  /** The model to suggest first on this device (the 196 px checkpoint on phones). */
+  suggested: boolean;
+  installed: InstalledModel | null;
+  /** Bytes kept from an interrupted download; the next download resumes from them. */
+  partialBytes: number;
+  downloading: boolean;
+}
+/** Weight formats: "f16" keeps the published files, the others are converted after download. */
+export type Quant = 'f16' | 'q8_0' | 'q4_k_m' | 'q4_0';
+export interface QuantOption {
+  quant: Quant;
+  recommended: boolean;
+  fileBytes: number;
+  ramBytes: number;
+  contextTokens: number;
+  fits: MemoryFit;
+}
+export interface InstalledModel {
+  id: string;
+  catalogId: string | null;
+  path: string;
+  /** What to give load_model: the GGUF when the download was converted, else the folder. */
+  loadPath: string;
+  sizeOnDisk: number;
+  repo: string | null;
+  revision: string | null;
+  /** The commit the hub resolved the revision to when the model was downloaded. */
+  commit: string | null;
+  installedAt: number;
 }
 export type Theme = 'light' | 'dark' | 'system';
 export interface AppSettings {
@@ -177,7 +211,7 @@ class BackendMissing extends Error implements AppError {
   }
 }
 
-async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
+export async function call<T>(command: string, args?: Record<string, unknown>): Promise<T> {
   // Outside the Tauri shell there is no IPC at all; say so instead of failing obscurely.
   if (!('__TAURI_INTERNALS__' in window)) {
     throw new BackendMissing();

@@ -4,6 +4,7 @@ import { formatBytes } from './format';
 import { Icon } from './icons';
 import type { CatalogEntry, MemoryFit, ModelInfo, ModelStatus } from './ipc';
 import { api, errorText } from './ipc';
+import { DownloadControl } from './model-download';
 
 interface SetupProps {
   status: ModelStatus | null;
@@ -27,12 +28,20 @@ export function SetupScreen(p: SetupProps): JSX.Element {
   // A load can also be under way in the backend already (the last model, at start-up).
   const loading = ownLoad ?? (p.status?.state === 'loading' ? (p.status.model?.path ?? 'the model') : null);
   const [error, setError] = useState<string | null>(null);
+  const [downloading, setDownloading] = useState(false);
+  const [announcement, setAnnouncement] = useState('');
 
-  useEffect(() => {
+  const readCatalog = () =>
     api
       .modelCatalog()
-      .then(setCatalog)
+      .then((list) => {
+        setCatalog(list);
+        setCatalogError(null);
+      })
       .catch((e: unknown) => setCatalogError(errorText(e)));
+
+  useEffect(() => {
+    void readCatalog();
   }, []);
 
   const load = async (target: string) => {
@@ -128,6 +137,9 @@ export function SetupScreen(p: SetupProps): JSX.Element {
           )}
         </div>
 
+        <p class="sr-only" role="status">
+          {announcement}
+        </p>
         <h3 class="section-heading">Imp models</h3>
         {catalogError !== null && <p class="inline-error">The model list could not be read: {catalogError}</p>}
         {catalog === null && catalogError === null && <p class="muted">Reading the model list…</p>}
@@ -138,6 +150,7 @@ export function SetupScreen(p: SetupProps): JSX.Element {
                 <div class="card-head">
                   <h4>{c.name}</h4>
                   <span class={`fit fit-${c.fits}`}>{FIT_LABEL[c.fits]}</span>
+                  {c.suggested && <span class="badge">Suggested for this device</span>}
                 </div>
                 <p class="card-good">{c.goodAt}</p>
                 <dl class="card-facts">
@@ -163,6 +176,21 @@ export function SetupScreen(p: SetupProps): JSX.Element {
                 <p class="card-repo small muted">
                   {c.repo} · {c.license}
                 </p>
+                <DownloadControl
+                  entry={c}
+                  blocked={downloading || loading !== null}
+                  loading={loading !== null}
+                  onBusy={setDownloading}
+                  onInstalled={(installed) => {
+                    setAnnouncement(`${c.name} is downloaded and installed. Press Load to use it.`);
+                    setPath(installed.loadPath);
+                    void readCatalog();
+                  }}
+                  onLoad={(target) => {
+                    setPath(target);
+                    void load(target);
+                  }}
+                />
               </li>
             ))}
           </ul>

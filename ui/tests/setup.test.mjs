@@ -40,7 +40,7 @@ test('"Use a GGUF file…" and the typed path both load the chosen model', async
   assert.deepEqual((await calls(page, 'load_model')).map((c) => c.args.path), ['/models/imp-v1-3b-q4.gguf']);
 
   const other = await h.open({ modelState: 'none' });
-  await other.page.getByRole('button', { name: 'Load' }).click();
+  await other.page.getByRole('button', { name: 'Load', exact: true }).click();
   await other.page.getByText('Type the path of a model folder or a .gguf file first').waitFor();
   await other.page.getByLabel('Or type a path').fill('/data/imp-v1.5-2b');
   await other.page.getByLabel('Or type a path').press('Enter');

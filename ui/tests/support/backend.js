@@ -158,6 +158,26 @@
     }
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+    // The model catalog with what the app adds per device: formats, install state, kept bytes.
+    const quantizations = (ramBytes) => [
+      { quant: 'q4_k_m', recommended: true, fileBytes: 2_600_000_000, ramBytes: Math.round(ramBytes * 0.45), contextTokens: 2048, fits: 'yes' },
+      { quant: 'q8_0', recommended: false, fileBytes: 3_500_000_000, ramBytes: Math.round(ramBytes * 0.6), contextTokens: 2048, fits: 'yes' },
+      { quant: 'f16', recommended: false, fileBytes: 6_400_000_000, ramBytes, contextTokens: 2048, fits: 'tight' },
+    ];
+    const withDownloads = (c) => ({
+      revision: 'main', quantizations: quantizations(c.ramBytes), defaultQuant: 'q4_k_m', suggested: false,
+      installed: null, partialBytes: 0, downloading: false, ...c,
+    });
+    const catalog = (
+      config.catalog ?? [
+        { id: 'imp-v1-3b', name: 'Imp v1 3B', repo: 'MILVLG/imp-v1-3b', family: 'phi2', params: '3B', imageSize: 384, visualTokens: 729, license: 'Apache-2.0', goodAt: 'General image questions in English', downloadBytes: 6_400_000_000, ramBytes: 7_200_000_000, fits: 'yes' },
+        { id: 'imp-v1.5-2b-qwen1.5', name: 'Imp v1.5 2B (Qwen1.5)', repo: 'MILVLG/Imp-v1.5-2B-Qwen1.5', family: 'qwen2', params: '2B', imageSize: 384, visualTokens: 729, license: 'Apache-2.0', goodAt: 'Multilingual answers, smallest memory use', downloadBytes: 4_200_000_000, ramBytes: 5_100_000_000, fits: 'yes' },
+        { id: 'imp-v1.5-4b-phi3', name: 'Imp v1.5 4B (Phi-3)', repo: 'MILVLG/Imp-v1.5-4B-Phi3', family: 'phi3', params: '4B', imageSize: 384, visualTokens: 729, license: 'Apache-2.0', goodAt: 'Best answers, needs the most memory', downloadBytes: 8_300_000_000, ramBytes: 9_800_000_000, fits: 'tight' },
+      ]
+    ).map(withDownloads);
+    let downloadingId = null;
+    let cancelRequested = false;
+
     // `continued`: an existing answer that the new text is appended to, as continue_message does.
     async function generate(c, parentId, onEvent, userMessageId, images, continued = null) {
       if (status.state !== 'ready') throw { kind: 'no_model', message: 'No model is loaded. Load a model first, then send again.' };
@@ -339,12 +359,53 @@
         return null;
       },
       pick_model_path: ({ kind }) => (kind === 'folder' ? '/models/imp-v1-3b' : '/models/imp-v1-3b-q4.gguf'),
-      model_catalog: () =>
-        config.catalog ?? [
-          { id: 'imp-v1-3b', name: 'Imp v1 3B', repo: 'MILVLG/imp-v1-3b', family: 'phi2', params: '3B', imageSize: 384, visualTokens: 729, license: 'Apache-2.0', goodAt: 'General image questions in English', downloadBytes: 6_400_000_000, ramBytes: 7_200_000_000, fits: 'yes' },
-          { id: 'imp-v1.5-2b-qwen1.5', name: 'Imp v1.5 2B (Qwen1.5)', repo: 'MILVLG/Imp-v1.5-2B-Qwen1.5', family: 'qwen2', params: '2B', imageSize: 384, visualTokens: 729, license: 'Apache-2.0', goodAt: 'Multilingual answers, smallest memory use', downloadBytes: 4_200_000_000, ramBytes: 5_100_000_000, fits: 'yes' },
-          { id: 'imp-v1.5-4b-phi3', name: 'Imp v1.5 4B (Phi-3)', repo: 'MILVLG/Imp-v1.5-4B-Phi3', family: 'phi3', params: '4B', imageSize: 384, visualTokens: 729, license: 'Apache-2.0', goodAt: 'Best answers, needs the most memory', downloadBytes: 8_300_000_000, ramBytes: 9_800_000_000, fits: 'tight' },
-        ],
+      model_catalog: () => catalog.map((c) => ({ ...c, downloading: c.id === downloadingId })),
+      // Downloads: config.download = { steps, stepMs, errors: [AppError, ...] (thrown in turn, then success) }.
+      download_model: async ({ id: modelId, quant, onEvent }) => {
+        const entry = catalog.find((c) => c.id === modelId);
+        if (!entry) throw { kind: 'not_found', message: `"${modelId}" is not in the model catalog; choose one of the listed models` };
+        if (downloadingId !== null) throw { kind: 'invalid_input', message: `${downloadingId} is downloading; wait for it to finish or cancel it first` };
+        const d = config.download ?? {};
+        const steps = d.steps ?? 4;
+        const total = entry.downloadBytes;
+        downloadingId = modelId;
+        cancelRequested = false;
+        let i = 0;
+        try {
+          send(onEvent, i++, { phase: 'resolving', bytesDone: 0, bytesTotal: 0, bytesPerSecond: 0, etaSeconds: null, partsDone: 0, partsTotal: 3 });
+          for (let k = 1; k <= steps; k++) {
+            await sleep(d.stepMs ?? 40);
+            if (cancelRequested) {
+              entry.partialBytes = Math.round((total * (k - 1)) / (steps + 1));
+              throw { kind: 'cancelled', message: `the download of ${entry.name} was cancelled; the part downloaded so far is kept and Retry continues from there` };
+            }
+            const done = Math.round((total * k) / (steps + 1));
+            send(onEvent, i++, { phase: 'downloading', bytesDone: done, bytesTotal: total, bytesPerSecond: 12_500_000, etaSeconds: (total - done) / 12_500_000, partsDone: 0, partsTotal: 3 });
+          }
+          const failure = (d.errors ?? []).shift();
+          if (failure) throw failure;
+          send(onEvent, i++, { phase: 'verifying', bytesDone: total, bytesTotal: total, bytesPerSecond: 0, etaSeconds: null, partsDone: 2, partsTotal: 3 });
+          if (quant !== 'f16') send(onEvent, i++, { phase: 'converting', bytesDone: total, bytesTotal: total, bytesPerSecond: 0, etaSeconds: null, partsDone: 120, partsTotal: 240 });
+          send(onEvent, i++, { phase: 'done', bytesDone: total, bytesTotal: total, bytesPerSecond: 0, etaSeconds: null, partsDone: 3, partsTotal: 3 });
+          const folder = `/data/models/${modelId}`;
+          entry.installed = {
+            id: modelId, catalogId: modelId, path: folder,
+            loadPath: quant === 'f16' ? folder : `${folder}/${modelId}-${quant.toUpperCase()}.gguf`,
+            sizeOnDisk: total, repo: entry.repo, revision: 'main',
+            commit: '0123456789abcdef0123456789abcdef01234567', installedAt: now(),
+          };
+          entry.partialBytes = 0;
+          return entry.installed;
+        } finally {
+          downloadingId = null;
+        }
+      },
+      cancel_download: ({ id: modelId }) => {
+        if (downloadingId !== modelId) return false;
+        cancelRequested = true;
+        return true;
+      },
+      installed_models: () => catalog.filter((c) => c.installed !== null).map((c) => c.installed),
       get_settings: () => settings,
       set_settings: ({ settings: s }) => {
         settings = s;
