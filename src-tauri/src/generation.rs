@@ -3,6 +3,7 @@
 //! answer is closed as complete / stopped / error with its stats and provenance.
 
 use std::hash::{BuildHasher, RandomState};
+use std::path::Path;
 
 use impchat_engine::{
     CancelToken, ChatMessage, GenerateRequest, GenerationEvent, ImageBytes, Role, SamplingParams,
@@ -12,6 +13,7 @@ use impchat_store::{Conversation, Finish, MessageStatus, Store, StreamWriter};
 use tauri::ipc::Channel;
 
 use crate::dto::{ModelInfoDto, Provenance, StatsDto, StreamEvent};
+use crate::model_hash::ModelFileHashes;
 use crate::error::{AppError, AppResult};
 use crate::settings::{AppSettings, ChatSettings, MAX_SEED};
 use crate::state::{lock, AppState};
@@ -53,9 +55,22 @@ impl Drop for Busy<'_> {
     }
 }
 
+/// The model an answer is written with, and its weight files' hash when known.
+pub struct LoadedModel {
+    pub info: ModelInfoDto,
+    pub file_hash: Option<String>,
+}
+
 /// Claims the single generation slot and checks a model is ready.
-pub fn begin(state: &AppState) -> AppResult<(Busy<'_>, ModelInfoDto)> {
-    let model = state.model.ready_model().ok_or_else(AppError::no_model)?;
+pub fn begin<'a>(
+    state: &'a AppState,
+    hashes: &ModelFileHashes,
+) -> AppResult<(Busy<'a>, LoadedModel)> {
+    let info = state.model.ready_model().ok_or_else(AppError::no_model)?;
+    let model = LoadedModel {
+        file_hash: hashes.lookup(Path::new(&info.path)),
+        info,
+    };
     let mut generating = lock(&state.generating);
     if generating.is_some() {
         return Err(AppError::invalid(
@@ -73,7 +88,7 @@ pub fn begin(state: &AppState) -> AppResult<(Busy<'_>, ModelInfoDto)> {
 pub async fn run(
     state: &AppState,
     busy: &Busy<'_>,
-    model: &ModelInfoDto,
+    model: &LoadedModel,
     conversation_id: &str,
     rows: AnswerRows,
     reply: Reply,
@@ -124,7 +139,7 @@ fn report_failure(on_event: &Channel<StreamEvent>, message: String) -> MessageSt
 fn prepare(
     store: &Store,
     settings: &AppSettings,
-    model: &ModelInfoDto,
+    model: &LoadedModel,
     conversation_id: &str,
     answer_id: &str,
     reply: Reply,
@@ -153,13 +168,14 @@ fn prepare(
         max_new_tokens: chat.max_tokens,
         stop: Vec::new(),
     };
-    store.set_model_id(conversation_id, Some(&model.id))?;
+    let LoadedModel { info, file_hash } = model;
+    store.set_model_id(conversation_id, Some(&info.id))?;
     let writer = store.stream_writer(answer_id)?;
     let provenance = Provenance {
-        model_id: model.id.clone(),
-        model_file_hash: None,
-        quantization: model.quantization.clone(),
-        image_size: model.image_size,
+        model_id: info.id.clone(),
+        model_file_hash: file_hash.clone(),
+        quantization: info.quantization.clone(),
+        image_size: info.image_size,
         sampling: chat,
         seed,
     };

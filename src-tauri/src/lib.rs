@@ -6,6 +6,7 @@ mod downloads;
 mod dto;
 mod error;
 mod generation;
+mod model_hash;
 mod platform;
 mod settings;
 mod staging;
@@ -114,6 +115,7 @@ pub fn init_with<R: Runtime>(
     }
     let last_model = state.settings().last_model_path;
     app.manage(state);
+    app.manage(model_hash::ModelFileHashes::open(data_dir));
     if let Some(path) = last_model {
         load_in_background(app.clone(), PathBuf::from(path));
     }
@@ -128,8 +130,12 @@ fn load_in_background<R: Runtime>(app: AppHandle<R>, path: PathBuf) {
     tauri::async_runtime::spawn(async move {
         let state = app.state::<AppState>();
         let threads = state.settings().threads;
-        if let Err(err) = state.model.load(path, threads).await {
-            eprintln!("impchat: {}", err.message);
+        match state.model.load(path, threads).await {
+            Ok(info) => {
+                app.state::<model_hash::ModelFileHashes>()
+                    .lookup(Path::new(&info.path));
+            }
+            Err(err) => eprintln!("impchat: {}", err.message),
         }
     });
 }

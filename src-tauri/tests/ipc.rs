@@ -625,3 +625,67 @@ fn exporting_a_missing_conversation_is_refused_before_any_dialog_opens() {
     let err = app.err("save_export", json!({ "id": null, "format": "pdf" }));
     assert!(err.as_str().is_some_and(|e| e.contains("`pdf`")), "{err}");
 }
+
+/// What `sha256sum` would print for the fixture's weight files, hashed (see model_hash.rs).
+fn expected_model_hash(model_dir: &Path) -> String {
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(model_dir)
+        .expect("fixture folder")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "safetensors"))
+        .collect();
+    shards.sort();
+    assert_eq!(shards.len(), 2, "the fixture has two shards");
+    let listing: String = shards
+        .iter()
+        .map(|path| {
+            let digest = impchat_models::hashing::sha256_file(path).expect("readable");
+            let name = path.file_name().expect("name").to_string_lossy();
+            format!("{digest}  {name}\n")
+        })
+        .collect();
+    let mut hasher = impchat_models::hashing::StreamHasher::new(listing.len() as u64);
+    hasher.update(listing.as_bytes());
+    hasher.finish().sha256
+}
+
+#[test]
+fn answers_record_the_hash_of_the_model_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let model_dir = repo_root().join(TINY_MODEL);
+    let expected = expected_model_hash(&model_dir);
+    {
+        let app = start(dir.path());
+        app.ok("load_model", json!({ "path": model_dir }));
+        let conversation = app.ok("create_conversation", json!({}))["id"].clone();
+        // The weights are hashed in the background after loading; answers written before
+        // that finishes say null rather than wait.
+        let mut recorded = Value::Null;
+        for _ in 0..200 {
+            assert_eq!(
+                ask(&app, &conversation, "Hi", vec![]),
+                Ok(json!("complete"))
+            );
+            let chat = app.ok("get_conversation", json!({ "id": conversation }));
+            let messages = chat["messages"].as_array().expect("messages");
+            recorded = messages[messages.len() - 1]["provenance"]["modelFileHash"].clone();
+            if !recorded.is_null() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        assert_eq!(recorded, json!(expected));
+    }
+    // After a restart the cached digests answer at once: the first answer has the hash.
+    let app = start(dir.path());
+    assert_eq!(wait_ready(&app)["state"], "ready");
+    let conversation = app.ok("create_conversation", json!({}))["id"].clone();
+    assert_eq!(
+        ask(&app, &conversation, "Hi", vec![]),
+        Ok(json!("complete"))
+    );
+    let chat = app.ok("get_conversation", json!({ "id": conversation }));
+    assert_eq!(
+        chat["messages"][1]["provenance"]["modelFileHash"],
+        json!(expected)
+    );
+}

@@ -8,17 +8,19 @@ use tauri::State;
 use crate::dto::StreamEvent;
 use crate::error::{AppError, AppResult};
 use crate::generation::{self, AnswerRows, Reply};
+use crate::model_hash::ModelFileHashes;
 use crate::state::AppState;
 
 #[tauri::command]
 pub async fn send_message(
     state: State<'_, AppState>,
+    hashes: State<'_, ModelFileHashes>,
     conversation_id: String,
     text: String,
     image_tokens: Vec<String>,
     on_event: Channel<StreamEvent>,
 ) -> AppResult<MessageStatus> {
-    let (busy, model) = generation::begin(&state)?;
+    let (busy, model) = generation::begin(&state, &hashes)?;
     let images = state.staging.resolve(&image_tokens)?;
     if text.trim().is_empty() && images.is_empty() {
         return Err(AppError::invalid(
@@ -53,11 +55,12 @@ pub async fn send_message(
 #[tauri::command]
 pub async fn regenerate(
     state: State<'_, AppState>,
+    hashes: State<'_, ModelFileHashes>,
     conversation_id: String,
     message_id: String,
     on_event: Channel<StreamEvent>,
 ) -> AppResult<MessageStatus> {
-    let (busy, model) = generation::begin(&state)?;
+    let (busy, model) = generation::begin(&state, &hashes)?;
     let rows = {
         let store = state.store();
         let answer = store.message(&message_id)?;
@@ -91,12 +94,13 @@ pub async fn regenerate(
 #[tauri::command]
 pub async fn edit_and_resend(
     state: State<'_, AppState>,
+    hashes: State<'_, ModelFileHashes>,
     conversation_id: String,
     message_id: String,
     text: String,
     on_event: Channel<StreamEvent>,
 ) -> AppResult<MessageStatus> {
-    let (busy, model) = generation::begin(&state)?;
+    let (busy, model) = generation::begin(&state, &hashes)?;
     let rows = {
         let store = state.store();
         let original = store.message(&message_id)?;
@@ -143,11 +147,12 @@ pub async fn edit_and_resend(
 #[tauri::command]
 pub async fn continue_message(
     state: State<'_, AppState>,
+    hashes: State<'_, ModelFileHashes>,
     conversation_id: String,
     message_id: String,
     on_event: Channel<StreamEvent>,
 ) -> AppResult<MessageStatus> {
-    let (busy, model) = generation::begin(&state)?;
+    let (busy, model) = generation::begin(&state, &hashes)?;
     let rows = {
         let store = state.store();
         let answer = store.message(&message_id)?;

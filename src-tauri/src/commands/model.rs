@@ -7,6 +7,7 @@ use tauri::{AppHandle, Runtime, State};
 use crate::downloads::InstalledModelDto;
 use crate::dto::{CatalogEntryDto, ImagePreviewDto, ModelInfoDto, ModelStatus};
 use crate::error::{AppError, AppResult};
+use crate::model_hash::ModelFileHashes;
 use crate::state::AppState;
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -63,7 +64,11 @@ pub fn model_status(state: State<'_, AppState>) -> ModelStatus {
 
 /// Loads the model at `path` (a checkpoint folder) on the model thread; remembered for next start.
 #[tauri::command]
-pub async fn load_model(state: State<'_, AppState>, path: String) -> AppResult<ModelInfoDto> {
+pub async fn load_model(
+    state: State<'_, AppState>,
+    hashes: State<'_, ModelFileHashes>,
+    path: String,
+) -> AppResult<ModelInfoDto> {
     let trimmed = path.trim();
     if trimmed.is_empty() {
         return Err(AppError::invalid(
@@ -79,6 +84,8 @@ pub async fn load_model(state: State<'_, AppState>, path: String) -> AppResult<M
     }
     let threads = state.settings().threads;
     let info = state.model.load(location, threads).await?;
+    // Starts hashing the weights in the background unless their digests are already known.
+    hashes.lookup(std::path::Path::new(&info.path));
     state.update_settings(|settings| settings.last_model_path = Some(trimmed.to_string()))?;
     Ok(info)
 }
