@@ -53,6 +53,15 @@ pub struct ModelStatus {
     pub state: ModelState,
     pub model: Option<ModelInfoDto>,
     pub error: Option<String>,
+    /// `ready` but not in memory: unloaded after the idle time (or in the background); the
+    /// next message loads it again by itself.
+    pub idle: bool,
+}
+
+impl Default for ModelStatus {
+    fn default() -> Self {
+        Self::none()
+    }
 }
 
 impl ModelStatus {
@@ -61,6 +70,7 @@ impl ModelStatus {
             state: ModelState::None,
             model: None,
             error: None,
+            idle: false,
         }
     }
     pub fn loading() -> Self {
@@ -68,6 +78,16 @@ impl ModelStatus {
             state: ModelState::Loading,
             model: None,
             error: None,
+            idle: false,
+        }
+    }
+    /// Loading again the model that was unloaded while idle.
+    pub fn reloading(info: ModelInfoDto) -> Self {
+        Self {
+            state: ModelState::Loading,
+            model: Some(info),
+            error: None,
+            idle: false,
         }
     }
     pub fn ready(info: ModelInfoDto) -> Self {
@@ -75,6 +95,15 @@ impl ModelStatus {
             state: ModelState::Ready,
             model: Some(info),
             error: None,
+            idle: false,
+        }
+    }
+    pub fn unloaded_while_idle(info: ModelInfoDto) -> Self {
+        Self {
+            state: ModelState::Ready,
+            model: Some(info),
+            error: None,
+            idle: true,
         }
     }
     pub fn error(message: impl Into<String>) -> Self {
@@ -82,6 +111,7 @@ impl ModelStatus {
             state: ModelState::Error,
             model: None,
             error: Some(message.into()),
+            idle: false,
         }
     }
 }

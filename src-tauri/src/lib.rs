@@ -26,6 +26,8 @@ use state::AppState;
 
 /// Event carrying a start-up notice for the user, e.g. a damaged database moved aside.
 pub const STORE_NOTICE_EVENT: &str = "store-notice";
+/// Event carrying the new `ModelStatus` whenever it changes (loads, idle unloads, reloads).
+pub const MODEL_STATUS_EVENT: &str = "model-status";
 
 #[derive(Debug, Clone, serde::Serialize)]
 struct Notice {
@@ -55,6 +57,14 @@ pub fn app_builder<R: Runtime>(builder: Builder<R>) -> Builder<R> {
                 if let Some(state) = window.try_state::<AppState>() {
                     state.stop_generation();
                     state.downloads.cancel_all();
+                }
+            }
+            // A phone app in the background may be killed for its memory at any time: give
+            // the model back now; the next message loads it again.
+            #[cfg(mobile)]
+            if let WindowEvent::Suspended = event {
+                if let Some(state) = window.try_state::<AppState>() {
+                    state.model.unload_until_needed();
                 }
             }
         })
@@ -114,6 +124,10 @@ pub fn init_with<R: Runtime>(
         eprintln!("impchat: {message}");
     }
     let last_model = state.settings().last_model_path;
+    let events = app.clone();
+    state.model.on_status_change(move |status| {
+        let _ = events.emit(MODEL_STATUS_EVENT, status);
+    });
     app.manage(state);
     app.manage(model_hash::ModelFileHashes::open(data_dir));
     if let Some(path) = last_model {

@@ -1,6 +1,7 @@
 //! App-wide settings, persisted as `settings.json` in the data folder.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -107,14 +108,18 @@ pub struct AppSettings {
     pub system_prompt: Option<String>,
     #[serde(default)]
     pub defaults: ChatSettings,
-    #[serde(default)]
-    pub image_size: Option<u32>,
     /// Where conversations, images and settings live; informational, set by the app.
     #[serde(default)]
     pub data_dir: String,
     #[serde(default)]
     pub last_model_path: Option<String>,
+    /// Unload the model after this many minutes without use (5, 15 or 60); `None` keeps it.
+    #[serde(default)]
+    pub idle_unload_minutes: Option<u32>,
 }
+
+/// The idle times the settings offer.
+pub const IDLE_UNLOAD_CHOICES: [u32; 3] = [5, 15, 60];
 
 const MAX_THREADS: usize = 1024;
 
@@ -125,10 +130,15 @@ impl AppSettings {
             threads: None,
             system_prompt: None,
             defaults: ChatSettings::default(),
-            image_size: None,
             data_dir: data_dir.display().to_string(),
             last_model_path: None,
+            idle_unload_minutes: None,
         }
+    }
+
+    pub fn idle_unload(&self) -> Option<Duration> {
+        self.idle_unload_minutes
+            .map(|minutes| Duration::from_secs(u64::from(minutes) * 60))
     }
 
     pub fn validate(&self) -> AppResult<()> {
@@ -139,10 +149,10 @@ impl AppSettings {
                 )));
             }
         }
-        if let Some(size) = self.image_size {
-            if !(32..=4096).contains(&size) {
+        if let Some(minutes) = self.idle_unload_minutes {
+            if !IDLE_UNLOAD_CHOICES.contains(&minutes) {
                 return Err(AppError::invalid(format!(
-                    "image size {size} is out of range; use 32 to 4096 pixels, or leave it empty for the model's own size"
+                    "unloading after {minutes} minutes idle is not offered; choose 5, 15 or 60 minutes, or off"
                 )));
             }
         }
@@ -258,6 +268,24 @@ mod tests {
     }
 
     #[test]
+    fn settings_saved_with_the_retired_image_size_still_load() {
+        // Each Imp checkpoint has one fixed input resolution, so the setting was dropped;
+        // a settings file from before keeps everything else.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let json = r#"{ "theme": "dark", "threads": 2, "imageSize": 196,
+                        "lastModelPath": "/models/imp" }"#;
+        std::fs::write(dir.path().join(SETTINGS_FILE), json).expect("write");
+        let loaded = SettingsFile::new(dir.path()).load();
+        assert!(loaded.notice.is_none(), "{:?}", loaded.notice);
+        assert_eq!(loaded.settings.theme, Theme::Dark);
+        assert_eq!(loaded.settings.threads, Some(2));
+        assert_eq!(
+            loaded.settings.last_model_path.as_deref(),
+            Some("/models/imp")
+        );
+    }
+
+    #[test]
     fn damaged_file_is_moved_aside_and_defaults_used() {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join(SETTINGS_FILE), b"{ not json").expect("write");
@@ -278,5 +306,11 @@ mod tests {
         settings.defaults.top_p = None;
         settings.threads = Some(0);
         assert!(settings.validate().is_err());
+        settings.threads = None;
+        settings.idle_unload_minutes = Some(7);
+        let err = settings.validate().expect_err("7 minutes");
+        assert!(err.message.contains("5, 15 or 60"), "{}", err.message);
+        settings.idle_unload_minutes = Some(15);
+        assert_eq!(settings.idle_unload(), Some(Duration::from_secs(900)));
     }
 }

@@ -43,13 +43,15 @@ impl AppState {
         let settings_file = SettingsFile::new(data_dir);
         let loaded = settings_file.load();
         notices.extend(loaded.notice);
+        let model = ModelWorker::start()?;
+        model.set_idle_unload(loaded.settings.idle_unload());
         let state = Self {
             data_dir: data_dir.to_path_buf(),
             settings_file,
             settings: Mutex::new(loaded.settings),
             store: Mutex::new(store),
             staging: Staging::default(),
-            model: ModelWorker::start()?,
+            model,
             downloads: Downloads::new(source, data_dir.join("models")),
             generating: Mutex::new(None),
             notices: Mutex::new(notices),
@@ -93,6 +95,9 @@ impl AppState {
         settings.validate()?;
         let mut guard = lock(&self.settings);
         self.settings_file.save(&settings)?;
+        if guard.idle_unload_minutes != settings.idle_unload_minutes {
+            self.model.set_idle_unload(settings.idle_unload());
+        }
         *guard = settings;
         Ok(())
     }

@@ -154,7 +154,6 @@ export interface AppSettings {
   threads: number | null;
   systemPrompt: string | null;
   defaults: ChatSettings;
-  imageSize: number | null;
   dataDir: string;
   lastModelPath: string | null;
 }

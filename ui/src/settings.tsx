@@ -5,9 +5,6 @@ import { exportTo } from './export';
 import type { AppSettings, ChatSettings, Conversation, ModelInfo, Theme } from './ipc';
 import { api, errorText } from './ipc';
 
-/** ModelInfo may list the input resolutions the model supports (an addition to docs/ipc.md). */
-type ModelWithSizes = ModelInfo & { imageSizes?: number[] };
-
 interface SettingsProps {
   settings: AppSettings;
   model: ModelInfo | null;
@@ -29,8 +26,6 @@ export function SettingsPanel(p: SettingsProps): JSX.Element {
   const [form, setForm] = useState<AppSettings>(p.settings);
   const [chatPrompt, setChatPrompt] = useState(p.conversation?.systemPrompt ?? '');
   const [status, setStatus] = useState<{ ok: boolean; text: string } | null>(null);
-  const model: ModelWithSizes | null = p.model;
-  const sizes = model?.imageSizes ?? [];
 
   const setDefaults = (patch: Partial<ChatSettings>) => setForm({ ...form, defaults: { ...form.defaults, ...patch } });
 
@@ -98,23 +93,7 @@ export function SettingsPanel(p: SettingsProps): JSX.Element {
             <button type="button" class="btn" onClick={p.onChangeModel}>
               Change model…
             </button>
-            {sizes.length > 1 && (
-              <div class="field">
-                <label for="s-imgsize">Image resolution</label>
-                <select
-                  id="s-imgsize"
-                  value={String(form.imageSize ?? '')}
-                  onChange={(e) => setForm({ ...form, imageSize: numberOr(e.currentTarget.value, null) })}
-                >
-                  <option value="">Model default</option>
-                  {sizes.map((s) => (
-                    <option key={s} value={String(s)}>
-                      {s}×{s}
-                    </option>
-                  ))}
-                </select>
-              </div>
-            )}
+            <p class="muted small">Each model sees images at its own fixed resolution; for faster, lighter image reading choose the 196 px model (Imp v1.5 3B 196).</p>
           </fieldset>
 
           <fieldset class="group">

@@ -51,7 +51,6 @@
       threads: null,
       systemPrompt: null,
       defaults: { temperature: 0.2, topP: 0.9, topK: null, maxTokens: 512, repetitionPenalty: 1.0, seed: null },
-      imageSize: null,
       dataDir: '/home/user/.local/share/app.impchat',
       lastModelPath: null,
     };
