@@ -13,8 +13,8 @@ use impchat_store::{Conversation, Finish, MessageStatus, Store, StreamWriter};
 use tauri::ipc::Channel;
 
 use crate::dto::{ModelInfoDto, Provenance, StatsDto, StreamEvent};
-use crate::model_hash::ModelFileHashes;
 use crate::error::{AppError, AppResult};
+use crate::model_hash::ModelFileHashes;
 use crate::settings::{AppSettings, ChatSettings, MAX_SEED};
 use crate::state::{lock, AppState};
 
