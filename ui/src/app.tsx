@@ -7,7 +7,7 @@ import { Icon } from './icons';
 import { baseName, checkImageFile, checkImagePath } from './images';
 import type { AppSettings, Conversation, ConversationSummary, ImageRef, Message, MessageStatus, ModelInfo, ModelStatus, StagedImage, StreamEvent, Theme } from './ipc';
 import { ExportMenu } from './export';
-import { api, errorText, onFileDragDrop, onStoreNotice } from './ipc';
+import { api, errorText, onFileDragDrop, onModelStatus, onStoreNotice } from './ipc';
 import { MessageList, StoredImage } from './messages';
 import { useTouchScreen } from './pointer';
 import { SettingsPanel } from './settings';
@@ -111,11 +111,15 @@ export function App(): JSX.Element {
       .catch((e: unknown) => setSettingsError(errorText(e)));
     void refreshList();
     const unlisten = onStoreNotice((message) => addStoreNotices([message]));
+    const unlistenModel = onModelStatus(setModel);
     api
       .takeStoreNotices()
       .then(addStoreNotices)
       .catch((e: unknown) => addStoreNotices([`Could not check the conversation database's start-up report: ${errorText(e)}`]));
-    return () => void unlisten.then((u) => u());
+    return () => {
+      void unlisten.then((u) => u());
+      void unlistenModel.then((u) => u());
+    };
   }, [refreshList, addStoreNotices]);
 
   // While the backend reports "loading" (e.g. the last model at start-up), poll until it settles.
@@ -511,7 +515,7 @@ export function App(): JSX.Element {
   const previewItem = staged.find((s) => s.key === previewKey) ?? null;
 
   const onLoaded = (info: ModelInfo) => {
-    setModel({ state: 'ready', model: info, error: null });
+    setModel({ state: 'ready', model: info, error: null, idle: false });
     setModelError(null);
     setView('chat');
     toast(`${info.name} is ready.`);
@@ -650,7 +654,13 @@ export function App(): JSX.Element {
           </button>
           <h1 class="title">{title}</h1>
           {model?.model && model.state === 'ready' && (
-            <button type="button" class="model-pill" onClick={() => setView('setup')} aria-label={`Model: ${model.model.name}. Change model`}>
+            <button
+              type="button"
+              class={model.idle ? 'model-pill idle' : 'model-pill'}
+              onClick={() => setView('setup')}
+              title={model.idle ? 'Unloaded to free memory; it loads again with the next message.' : undefined}
+              aria-label={`Model: ${model.model.name}${model.idle ? ', unloaded to free memory until the next message' : ''}. Change model`}
+            >
               <span class="dot" aria-hidden="true" />
               <span class="model-name">{model.model.name}</span>
             </button>

@@ -86,6 +86,8 @@ export interface ModelStatus {
   state: ModelState;
   model: ModelInfo | null;
   error: string | null;
+  /** "ready" but out of memory: unloaded while idle (or in the background); the next message loads it again. */
+  idle: boolean;
 }
 export type ImageAspect = 'square' | 'pad';
 export interface ModelInfo {
@@ -156,6 +158,8 @@ export interface AppSettings {
   defaults: ChatSettings;
   dataDir: string;
   lastModelPath: string | null;
+  /** Unload the model after this many idle minutes (5, 15 or 60); null keeps it loaded. */
+  idleUnloadMinutes: number | null;
 }
 /** An image validated by the backend and held there until it is sent. */
 export interface StagedImage {
@@ -300,6 +304,15 @@ export async function onFileDragDrop(handler: (u: DragDropUpdate) => void): Prom
 }
 
 /** The store's start-up notice (a damaged database was moved aside). */
+/** Every change of the model status the backend makes by itself (idle unload, reload). */
+export async function onModelStatus(handler: (status: ModelStatus) => void): Promise<UnlistenFn> {
+  try {
+    return await listen<ModelStatus>('model-status', (e) => handler(e.payload));
+  } catch {
+    return () => undefined;
+  }
+}
+
 export async function onStoreNotice(handler: (message: string) => void): Promise<UnlistenFn> {
   try {
     return await listen<{ message: string }>('store-notice', (e) => handler(e.payload.message));

@@ -93,6 +93,23 @@ export function SettingsPanel(p: SettingsProps): JSX.Element {
             <button type="button" class="btn" onClick={p.onChangeModel}>
               Change model…
             </button>
+            <div class="field">
+              <label for="s-idle">Free the model's memory when idle</label>
+              <select
+                id="s-idle"
+                value={form.idleUnloadMinutes === null ? 'off' : String(form.idleUnloadMinutes)}
+                onChange={(e) => {
+                  const v = e.currentTarget.value;
+                  setForm({ ...form, idleUnloadMinutes: v === 'off' ? null : Number(v) });
+                }}
+              >
+                <option value="off">Never</option>
+                <option value="5">After 5 minutes idle</option>
+                <option value="15">After 15 minutes idle</option>
+                <option value="60">After 60 minutes idle</option>
+              </select>
+              <p class="hint">The next message loads the model again, which takes a moment.</p>
+            </div>
             <p class="muted small">Each model sees images at its own fixed resolution; for faster, lighter image reading choose the 196 px model (Imp v1.5 3B 196).</p>
           </fieldset>
 

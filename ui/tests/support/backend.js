@@ -53,6 +53,7 @@
       defaults: { temperature: 0.2, topP: 0.9, topK: null, maxTokens: 512, repetitionPenalty: 1.0, seed: null },
       dataDir: '/home/user/.local/share/app.impchat',
       lastModelPath: null,
+      idleUnloadMinutes: null,
     };
 
     // Conversations: a tree of messages per conversation plus the id of the active leaf.
