@@ -384,3 +384,34 @@ mod tests {
         assert!((3_180_000_000..3_230_000_000).contains(&params), "{params}");
     }
 }
+
+#[cfg(test)]
+mod convert_tests {
+    use super::super::shapes::BenchSize;
+    use super::*;
+    use impchat_convert::{ConvertOptions, LmQuant};
+
+    /// Every family's random checkpoint is one `impchat-convert` accepts, as 2b/4b need.
+    #[test]
+    fn checkpoints_of_every_family_convert() {
+        let tiny = BenchSize::Tiny.shapes();
+        for family in [LmFamily::Phi2, LmFamily::Qwen2, LmFamily::Phi3] {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let src = dir.path().join("src");
+            std::fs::create_dir_all(&src).expect("src dir");
+            let lm = LmShape {
+                family,
+                ..tiny.lm.clone()
+            };
+            write(&src, &lm, &tiny.vision, 56, 1).expect("checkpoint written");
+            let opts = ConvertOptions {
+                lm: LmQuant::Q8_0,
+                name: Some("t".into()),
+                ..ConvertOptions::default()
+            };
+            let out = impchat_convert::convert(&src, &dir.path().join("out"), &opts, &mut |_| {})
+                .unwrap_or_else(|e| panic!("{family:?} does not convert: {e}"));
+            assert!(out.language_model.bytes > 0 && out.projector.bytes > 0);
+        }
+    }
+}
