@@ -71,7 +71,8 @@ impl ChatTemplate {
 
     /// Renders the conversation up to and including the assistant's prefix, ready for
     /// generation. `turns` should alternate and end with the user's turn; each turn is
-    /// rendered by its role, earlier assistant turns closed with the family's end token.
+    /// rendered by its role, earlier assistant turns trimmed (as Imp's `outputs.strip()`)
+    /// and closed with the family's end token.
     pub fn render(&self, system: &str, turns: &[Turn]) -> String {
         let mut out = self.render_turns(system, turns);
         out.push_str(self.style().assistant_prefix);
@@ -116,7 +117,9 @@ impl ChatTemplate {
                 }
                 Role::Assistant => {
                     out.push_str(style.assistant_open);
-                    out.push_str(&turn.text);
+                    // Imp's serving code strips answers before they go back into the
+                    // conversation; a stored answer keeps the space the model wrote first.
+                    out.push_str(turn.text.trim());
                     out.push_str(style.assistant_close);
                 }
             }
@@ -225,6 +228,23 @@ mod tests {
         assert_eq!(
             ChatTemplate::Phi2.render("SYS", &turns),
             "SYS USER: <image>\nQ1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:"
+        );
+    }
+
+    #[test]
+    fn earlier_answers_are_trimmed_as_imp_stores_them() {
+        let turns = [
+            Turn::user("Q1"),
+            Turn::assistant(" A1 \n"),
+            Turn::user("Q2"),
+        ];
+        assert_eq!(
+            ChatTemplate::Phi2.render("SYS", &turns),
+            "SYS USER: Q1 ASSISTANT: A1</s>USER: Q2 ASSISTANT:"
+        );
+        assert_eq!(
+            ChatTemplate::ChatMl.render("SYS", &turns),
+            "<|im_start|>system\nSYS<|im_end|>\n<|im_start|>user\nQ1<|im_end|>\n<|im_start|>assistant\nA1<|im_end|>\n<|im_start|>user\nQ2<|im_end|>\n<|im_start|>assistant\n"
         );
     }
 
