@@ -8,7 +8,7 @@
 //! written under every layer's name (each layer still gets its own copy in memory).
 //!
 //! `cargo run --release -p impchat-engine --example bench_shapes -- [threads] [runs]
-//!  [--prompts 237,770] [--mix q4k|q4_0|all] [--no-vision] [--matmul]`
+//!  [--prompts 237,770] [--mix q4k|q4_0|all|none] [--no-vision] [--matmul]`
 //!
 //! `--matmul` also times single matmuls at Phi-2 shapes, candle's `QMatMul` against the
 //! engine's `Linear` (which runs Q4_0 on our own kernel), in the same process.
@@ -128,7 +128,8 @@ fn main() -> Result<()> {
             "all" => true,
             "q4k" => mix.matrix == GgmlDType::Q4K,
             "q4_0" => mix.matrix == GgmlDType::Q4_0,
-            other => anyhow::bail!("unknown --mix {other:?}; use q4k, q4_0 or all"),
+            "none" => false,
+            other => anyhow::bail!("unknown --mix {other:?}; use q4k, q4_0, all or none"),
         };
         if !wanted {
             continue;

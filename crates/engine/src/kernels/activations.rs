@@ -12,6 +12,16 @@ pub(crate) const GROUP: usize = 4;
 ///
 /// `offsets[i / 4] = -8 * (qs[i] + .. + qs[i + 3])` lets the kernels multiply the raw
 /// unsigned Q4_0 nibbles `q` and still get `Σ (q - 8) * a`: it seeds each i32 lane.
+///
+/// In [`Layout::Paired`], each pair of blocks `(A, B)` is stored as the halves
+/// `A[0..16] B[0..16] A[16..32] B[16..32]`, the order in which a 512-bit register holds
+/// the unpacked nibbles of two Q4_0 blocks; a last unpaired block stays in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Layout {
+    Natural,
+    Paired,
+}
+
 pub(crate) struct QuantizedRows {
     pub k: usize,
     pub qs: Vec<i8>,
@@ -21,7 +31,7 @@ pub(crate) struct QuantizedRows {
 
 impl QuantizedRows {
     /// Quantizes the row-major `m x k` matrix `x` (`k` a multiple of 32).
-    pub fn quantize(x: &[f32], k: usize) -> Self {
+    pub fn quantize(x: &[f32], k: usize, layout: Layout) -> Self {
         debug_assert!(k.is_multiple_of(Q4_0_BLOCK_VALUES) && x.len().is_multiple_of(k));
         let m = x.len() / k;
         let blocks = k / Q4_0_BLOCK_VALUES;
@@ -34,7 +44,15 @@ impl QuantizedRows {
             .zip(offsets.par_chunks_mut(k / GROUP))
             .zip(scales.par_chunks_mut(blocks))
             .with_min_len(8);
-        rows.for_each(|(((x, qs), offsets), scales)| quantize_row(x, qs, offsets, scales));
+        rows.for_each(|(((x, qs), offsets), scales)| {
+            quantize_row(x, qs, scales);
+            if layout == Layout::Paired {
+                pair_blocks(qs);
+            }
+            for (o, group) in offsets.iter_mut().zip(qs.chunks_exact(GROUP)) {
+                *o = -8 * group.iter().map(|&q| i32::from(q)).sum::<i32>();
+            }
+        });
         Self {
             k,
             qs,
@@ -48,11 +66,10 @@ impl QuantizedRows {
     }
 }
 
-fn quantize_row(x: &[f32], qs: &mut [i8], offsets: &mut [i32], scales: &mut [f32]) {
-    for (((x, qs), offsets), scale) in x
+fn quantize_row(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
+    for ((x, qs), scale) in x
         .chunks_exact(Q4_0_BLOCK_VALUES)
         .zip(qs.chunks_exact_mut(Q4_0_BLOCK_VALUES))
-        .zip(offsets.chunks_exact_mut(Q4_0_BLOCK_VALUES / GROUP))
         .zip(scales.iter_mut())
     {
         let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
@@ -62,9 +79,15 @@ fn quantize_row(x: &[f32], qs: &mut [i8], offsets: &mut [i32], scales: &mut [f32
             // `as` saturates (and maps NaN to 0), so the result always fits an i8.
             *q = (v * inv).round() as i8;
         }
-        for (o, group) in offsets.iter_mut().zip(qs.chunks_exact(GROUP)) {
-            *o = -8 * group.iter().map(|&q| i32::from(q)).sum::<i32>();
-        }
         *scale = d;
+    }
+}
+
+/// `A0 A1 B0 B1` → `A0 B0 A1 B1` (16-value halves) for every full pair of blocks.
+fn pair_blocks(qs: &mut [i8]) {
+    const HALF: usize = Q4_0_BLOCK_VALUES / 2;
+    for pair in qs.chunks_exact_mut(2 * Q4_0_BLOCK_VALUES) {
+        let (a1, b0) = pair[HALF..3 * HALF].split_at_mut(HALF);
+        a1.swap_with_slice(b0);
     }
 }

@@ -2,7 +2,7 @@
 
 use rayon::prelude::*;
 
-use super::activations::QuantizedRows;
+use super::activations::{Layout, QuantizedRows};
 use super::block_bytes::BlockBytes;
 use super::q4_0_scalar;
 use super::tier::Tier;
@@ -86,7 +86,12 @@ impl Q4_0Matrix {
         if !tier.is_available() {
             return Err(KernelError::TierUnavailable { tier });
         }
-        let acts = QuantizedRows::quantize(x, self.cols);
+        let layout = if tier == Tier::Avx512Vnni {
+            Layout::Paired
+        } else {
+            Layout::Natural
+        };
+        let acts = QuantizedRows::quantize(x, self.cols, layout);
         Ok(self.matmul_quantized(tier, &acts))
     }
 

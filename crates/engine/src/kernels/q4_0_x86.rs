@@ -118,11 +118,144 @@ macro_rules! tile_kernel {
 
 tile_kernel!(tile_avx2, "avx2,fma,f16c", dot_avx2);
 tile_kernel!(tile_avxvnni, "avx2,fma,f16c,avxvnni", dot_avxvnni);
-tile_kernel!(
-    tile_avx512vnni,
-    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
-    dot_avx512vnni
-);
+
+/// The AVX512-VNNI tile: two blocks per 512-bit register. Weight nibbles unpack to
+/// `A[0..16] B[0..16] A[16..32] B[16..32]`, the activations' [`Layout::Paired`] order,
+/// so lanes 0..4 and 8..12 belong to block A and lanes 4..8 and 12..16 to block B.
+///
+/// # Safety
+/// As for the 256-bit tiles, and the activations must be in [`Layout::Paired`].
+///
+/// [`Layout::Paired`]: super::activations::Layout::Paired
+#[clippy::msrv = "1.89"]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_avx512vnni<const R: usize, const T: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    qs: *const i8,
+    offsets: *const i32,
+    scales: *const f32,
+    k: usize,
+) -> [[f32; T]; R] {
+    let blocks = k / Q4_0_BLOCK_VALUES;
+    let low_nibbles = _mm512_set1_epi8(0x0F);
+    let pattern = _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+    let mut acc = [[_mm512_setzero_ps(); T]; R];
+    for b in (0..blocks - blocks % 2).step_by(2) {
+        let mut wq = [_mm512_setzero_si512(); R];
+        let mut dw = [_mm512_setzero_ps(); R];
+        for r in 0..R {
+            // SAFETY: blocks `b` and `b + 1` of row `r` lie inside the caller's rows.
+            let (bits, first, second) = unsafe {
+                let p = w.add(r * row_bytes + b * Q4_0_BLOCK_BYTES);
+                let q = p.add(Q4_0_BLOCK_BYTES);
+                (
+                    u32::from(p.cast::<u16>().read_unaligned())
+                        | (u32::from(q.cast::<u16>().read_unaligned()) << 16),
+                    _mm_loadu_si128(p.add(2).cast()),
+                    _mm_loadu_si128(q.add(2).cast()),
+                )
+            };
+            let low = _mm256_inserti128_si256(_mm256_castsi128_si256(first), second, 1);
+            let both =
+                _mm512_inserti64x4(_mm512_castsi256_si512(low), _mm256_srli_epi16(low, 4), 1);
+            wq[r] = _mm512_and_si512(both, low_nibbles);
+            let pair = _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32));
+            dw[r] = _mm512_permutexvar_ps(pattern, _mm512_castps128_ps512(pair));
+        }
+        for t in 0..T {
+            // SAFETY: activation row `t` holds `k` values, `k / 4` offsets, `k / 32` scales.
+            let (a, seed, da) = unsafe {
+                let at = t * k + b * Q4_0_BLOCK_VALUES;
+                (
+                    _mm512_loadu_si512(qs.add(at).cast()),
+                    _mm512_loadu_si512(offsets.add(at / GROUP).cast()),
+                    _mm_castsi128_ps(_mm_loadl_epi64(scales.add(t * blocks + b).cast())),
+                )
+            };
+            let da = _mm512_permutexvar_ps(pattern, _mm512_castps128_ps512(da));
+            for r in 0..R {
+                let dot = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(seed, wq[r], a));
+                acc[r][t] = _mm512_fmadd_ps(dot, _mm512_mul_ps(dw[r], da), acc[r][t]);
+            }
+        }
+    }
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        for t in 0..T {
+            out[r][t] = _mm512_reduce_add_ps(acc[r][t]);
+        }
+    }
+    if blocks % 2 == 1 {
+        // SAFETY: the last block of each row and activation row, in natural order; the
+        // pointers are offset to it and the 256-bit tile reads one block per row.
+        let tail = unsafe {
+            let b = blocks - 1;
+            tile_avx512vnni_tail::<R, T>(
+                w.add(b * Q4_0_BLOCK_BYTES),
+                row_bytes,
+                qs.add(b * Q4_0_BLOCK_VALUES),
+                offsets.add(b * Q4_0_BLOCK_VALUES / GROUP),
+                scales.add(b),
+                k,
+                blocks,
+            )
+        };
+        for r in 0..R {
+            for t in 0..T {
+                out[r][t] += tail[r][t];
+            }
+        }
+    }
+    out
+}
+
+/// One block per row and activation row with 256-bit VNNI: the odd block left over by
+/// [`tile_avx512vnni`]. Pointers point at that block; strides are the full rows'.
+///
+/// # Safety
+/// As for [`tile_avx512vnni`].
+#[clippy::msrv = "1.89"]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn tile_avx512vnni_tail<const R: usize, const T: usize>(
+    w: *const u8,
+    row_bytes: usize,
+    qs: *const i8,
+    offsets: *const i32,
+    scales: *const f32,
+    k: usize,
+    blocks: usize,
+) -> [[f32; T]; R] {
+    let mut out = [[0f32; T]; R];
+    for r in 0..R {
+        // SAFETY: the block of row `r` lies inside the caller's rows.
+        let (bits, packed) = unsafe {
+            let p = w.add(r * row_bytes);
+            (
+                p.cast::<u16>().read_unaligned(),
+                _mm_loadu_si128(p.add(2).cast()),
+            )
+        };
+        let wq = _mm256_and_si256(
+            _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed),
+            _mm256_set1_epi8(0x0F),
+        );
+        let dw = _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits))));
+        for t in 0..T {
+            // SAFETY: the block of activation row `t` lies inside the caller's rows.
+            let (a, seed, da) = unsafe {
+                (
+                    _mm256_loadu_si256(qs.add(t * k).cast()),
+                    _mm256_loadu_si256(offsets.add(t * k / GROUP).cast()),
+                    *scales.add(t * blocks),
+                )
+            };
+            let dot = _mm256_cvtepi32_ps(dot_avx512vnni(seed, wq, a));
+            out[r][t] = hsum(dot) * dw * da;
+        }
+    }
+    out
+}
 
 /// Dot products of `R` weight rows (the start of `w`) with activation rows `t0..t0 + T`:
 /// `out[r][t]`. Panics if the slices are too short or `tier` is not a SIMD tier this CPU
