@@ -127,6 +127,8 @@ tile_kernel!(tile_avxvnni, "avx2,fma,f16c,avxvnni", dot_avxvnni);
 /// As for the 256-bit tiles, and the activations must be in [`Layout::Paired`].
 ///
 /// [`Layout::Paired`]: super::activations::Layout::Paired
+// Index loops over the const-size tile arrays read like the math they do.
+#[allow(clippy::needless_range_loop)]
 #[clippy::msrv = "1.89"]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_avx512vnni<const R: usize, const T: usize>(
@@ -215,6 +217,8 @@ unsafe fn tile_avx512vnni<const R: usize, const T: usize>(
 ///
 /// # Safety
 /// As for [`tile_avx512vnni`].
+// Index loops over the const-size tile arrays read like the math they do.
+#[allow(clippy::needless_range_loop)]
 #[clippy::msrv = "1.89"]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn tile_avx512vnni_tail<const R: usize, const T: usize>(
