@@ -52,7 +52,15 @@ export function ExportMenu(p: { conversationId: string; onResult: (outcome: Expo
     close();
     void exportTo(p.conversationId, format).then((outcome) => outcome && p.onResult(outcome));
   };
+  // On the wrapper, so keys work whether focus is still on the button or already in the menu.
   const onKeyDown = (e: KeyboardEvent) => {
+    if (!open) {
+      if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
+        e.preventDefault();
+        setOpen(true);
+      }
+      return;
+    }
     const list = items();
     const at = list.indexOf(document.activeElement as HTMLButtonElement);
     if (e.key === 'ArrowDown' || e.key === 'ArrowUp') {
@@ -72,7 +80,7 @@ export function ExportMenu(p: { conversationId: string; onResult: (outcome: Expo
   };
 
   return (
-    <div class="menu-wrap">
+    <div class="menu-wrap" onKeyDown={onKeyDown}>
       <button
         ref={button}
         type="button"
@@ -88,7 +96,7 @@ export function ExportMenu(p: { conversationId: string; onResult: (outcome: Expo
         <Icon name="download" />
       </button>
       {open && (
-        <ul ref={menu} class="menu" id="export-menu" role="menu" aria-labelledby="export-button" onKeyDown={onKeyDown}>
+        <ul ref={menu} class="menu" id="export-menu" role="menu" aria-labelledby="export-button">
           {ITEMS.map((item) => (
             <li role="none" key={item.format}>
               <button type="button" role="menuitem" tabIndex={-1} onClick={() => choose(item.format)}>

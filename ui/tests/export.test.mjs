@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
-import { calls, startHarness } from './support/harness.mjs';
+import { axe, calls, startHarness } from './support/harness.mjs';
 
 let h;
 before(async () => {
@@ -28,7 +28,9 @@ test('the export menu saves the open conversation where the user chose, by keybo
   await menu.waitFor();
   assert.equal(await button.getAttribute('aria-expanded'), 'true');
   assert.deepEqual(await menu.getByRole('menuitem').allInnerTexts(), ['Export as Markdown…', 'Export as archive (.zip)…']);
+  await axe(page, 'export menu open');
   // Focus starts on the first item; arrows move it and wrap.
+  await page.waitForFunction(() => document.activeElement?.getAttribute('role') === 'menuitem');
   assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Export as Markdown…');
   await page.keyboard.press('ArrowDown');
   assert.equal(await page.evaluate(() => document.activeElement?.textContent), 'Export as archive (.zip)…');
@@ -45,7 +47,14 @@ test('the export menu saves the open conversation where the user chose, by keybo
 test('cancelling the save dialog does nothing; Escape closes the menu and returns focus', async () => {
   const { page } = await openStory({ savePath: null });
   const button = page.getByRole('button', { name: 'Export conversation' });
+  // Escape closes the menu even before focus has moved into it.
   await button.click();
+  await page.keyboard.press('Escape');
+  assert.equal(await page.getByRole('menu').count(), 0);
+  // The arrow key opens it from the button too.
+  await button.focus();
+  await page.keyboard.press('ArrowDown');
+  await page.waitForFunction(() => document.activeElement?.getAttribute('role') === 'menuitem');
   await page.keyboard.press('Escape');
   assert.equal(await page.getByRole('menu').count(), 0);
   assert.equal(await page.evaluate(() => document.activeElement?.getAttribute('aria-label')), 'Export conversation');
@@ -70,6 +79,7 @@ test('settings export every conversation, and report where', async () => {
   const { page } = await openStory({ savePath: '/home/user/all.zip' });
   await page.getByRole('button', { name: 'Settings' }).click();
   const group = page.getByRole('group', { name: 'Export all conversations' });
+  await axe(page, 'settings with export buttons');
   await group.getByRole('button', { name: 'Export all as archive (.zip)…' }).click();
   await page.getByText('Saved to /home/user/all.zip').waitFor();
   const [call] = await calls(page, 'save_export');
