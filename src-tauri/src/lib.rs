@@ -81,6 +81,8 @@ pub fn app_builder<R: Runtime>(builder: Builder<R>) -> Builder<R> {
             commands::conversations::set_chat_settings,
             commands::conversations::switch_branch,
             commands::conversations::export_conversation,
+            commands::conversations::export_bytes,
+            commands::conversations::export_file_name,
             commands::conversations::save_export,
             commands::conversations::import_archive,
             commands::images::stage_image_path,

@@ -229,6 +229,44 @@ pub fn export_conversation(
     write_export(&state, id.as_deref(), format, &path)
 }
 
+/// The export's bytes and file name, for a phone's share sheet (the page hands them to the Web
+/// Share API); the bytes go through a file in the data folder that is removed at once.
+#[tauri::command(async)]
+pub fn export_bytes(
+    state: State<'_, AppState>,
+    id: Option<String>,
+    format: ExportFormat,
+) -> AppResult<tauri::ipc::Response> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let temp = state
+        .data_dir
+        .join(format!(".share-{nanos}.{}", format.extension()));
+    let written = write_export(&state, id.as_deref(), format, &temp);
+    let bytes = written.and_then(|path| {
+        std::fs::read(&path)
+            .map_err(|err| AppError::io(format!("could not read the export {path}"), &err))
+    });
+    let _ = std::fs::remove_file(&temp);
+    Ok(tauri::ipc::Response::new(bytes?))
+}
+
+/// The file name an export of `id` (or of everything) gets.
+#[tauri::command]
+pub fn export_file_name(
+    state: State<'_, AppState>,
+    id: Option<String>,
+    format: ExportFormat,
+) -> AppResult<String> {
+    let title = match id.as_deref() {
+        Some(id) => Some(state.store().conversation_summary(id)?.title),
+        None => None,
+    };
+    Ok(suggested_file_name(title.as_deref(), format))
+}
+
 /// Imports a .zip archive made by export; conversations already here are skipped.
 #[tauri::command(async)]
 pub fn import_archive(state: State<'_, AppState>, path: String) -> AppResult<ImportReport> {
