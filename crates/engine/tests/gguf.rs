@@ -484,3 +484,49 @@ fn projector_file_is_refused_as_a_language_model() {
         other => panic!("expected UnsupportedModelType, got {:?}", other.err()),
     }
 }
+
+/// Q4_0 matrices are multiplied straight from the mapped file (no copy at load) and give
+/// what candle's own Q4_0 matmul gives for the same blocks.
+#[test]
+fn q4_0_linear_reads_the_mapped_file_in_place() {
+    use candle_core::quantized::QMatMul;
+    use candle_core::Module;
+    use impchat_engine::kernels::BlockBytes;
+    use impchat_engine::linear::Weight;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("one-matrix.gguf");
+    let dense = Tensor::randn(0f32, 1.0, (96, 128), &Device::Cpu).expect("randn");
+    let weight = QTensor::quantize(&dense, GgmlDType::Q4_0).expect("quantize");
+    let arch = Value::String("phi2".into());
+    let mut file = std::fs::File::create(&path).expect("create");
+    gguf_file::write(
+        &mut file,
+        &[("general.architecture", &arch)],
+        &[("proj.weight", &weight)],
+    )
+    .expect("write gguf");
+    drop(file);
+
+    let gguf = GgufFile::open(&path).expect("open");
+    let linear = gguf.linear("proj", 128, 96, false).expect("linear");
+    let xs = Tensor::randn(0f32, 1.0, (1, 3, 128), &Device::Cpu).expect("input");
+    let expected = QMatMul::from_qtensor(weight)
+        .and_then(|m| m.forward(&xs))
+        .expect("candle matmul");
+    let got = linear.forward(&xs).expect("forward");
+    let err = max_abs(&(got - &expected).expect("diff"));
+    assert!(
+        err <= 1e-3 * max_abs(&expected),
+        "mapped Q4_0 differs by {err}"
+    );
+    if cfg!(target_arch = "x86_64") {
+        match linear.weight() {
+            Weight::Q4_0(matrix) => assert!(
+                matches!(matrix.bytes(), BlockBytes::Mapped { .. }),
+                "Q4_0 blocks were copied"
+            ),
+            other => panic!("expected the engine's Q4_0 kernel, got {other:?}"),
+        }
+    }
+}

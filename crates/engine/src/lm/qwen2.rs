@@ -153,7 +153,8 @@ pub(crate) fn gguf_embedding_and_head(
     Ok((embedding, head))
 }
 
-/// `names` stacked into one matrix when their stored types allow, else kept apart.
+/// `names` stacked into one matrix when their stored types allow, else kept apart (also
+/// when they can be multiplied in place from the mapped file).
 pub(crate) fn gguf_projection(
     gguf: &GgufFile,
     names: &[String],
@@ -165,7 +166,13 @@ pub(crate) fn gguf_projection(
         gguf.expect_matrix(&format!("{name}.weight"), (*out_dim, in_dim))?;
     }
     let weights: Vec<String> = names.iter().map(|n| format!("{n}.weight")).collect();
-    if let Some(stacked) = gguf.qtensor_stacked(&weights)? {
+    // Stacking would copy blocks the kernel can read from the file as they are.
+    let stacked = if weights.iter().all(|w| gguf.stays_mapped(w)) {
+        None
+    } else {
+        gguf.qtensor_stacked(&weights)?
+    };
+    if let Some(stacked) = stacked {
         let bias = if with_bias {
             let biases = names
                 .iter()
