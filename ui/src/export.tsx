@@ -5,6 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { Icon } from './icons';
 import type { ExportFormat } from './ipc';
 import { api, errorText } from './ipc';
+import { canShareFiles, shareExport } from './share';
 
 export interface ExportOutcome {
   ok: boolean;
@@ -13,6 +14,13 @@ export interface ExportOutcome {
 
 /** Runs one export; `null` when the user cancelled the save dialog. */
 export async function exportTo(id: string | null, format: ExportFormat): Promise<ExportOutcome | null> {
+  if (canShareFiles()) {
+    try {
+      return (await shareExport(id, format)) === 'shared' ? { ok: true, text: 'Shared.' } : null;
+    } catch {
+      // The share sheet refused (e.g. a file type it will not take): save to a file instead.
+    }
+  }
   try {
     const path = await api.saveExport(id, format);
     return path === null ? null : { ok: true, text: `Saved to ${path}` };

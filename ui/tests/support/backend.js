@@ -413,6 +413,12 @@
       },
       open_data_dir: () => null,
       // The native save dialog: `savePath` is what the user picks (null: cancelled).
+      export_bytes: ({ id: cid, format }) => {
+        const c = cid === null ? null : conv(cid);
+        const text = format === 'zip' ? 'PK\u0003\u0004 archive' : `# ${c?.title ?? 'ImpChat conversations'}\n`;
+        return new TextEncoder().encode(text).buffer;
+      },
+      export_file_name: ({ id: cid, format }) => `${cid === null ? 'ImpChat conversations' : conv(cid).title}.${format === 'zip' ? 'zip' : 'md'}`,
       save_export: ({ id: cid, format }) => {
         if (cid !== null) conv(cid);
         const picked = config.savePath === undefined ? `/home/user/Documents/export.${format === 'zip' ? 'zip' : 'md'}` : config.savePath;
