@@ -31,8 +31,12 @@ step "ui: Playwright tests (Chromium)" npm --prefix ui test
 # would resolve features per package and rebuild half the dependencies.
 step "server: official openai client tests" tests/openai/run.sh
 step "app: end-to-end tests (WebKit, tauri-driver)" tests/e2e/run.sh
+# Phones: only the engine is pure Rust. The store (bundled SQLite) and the model manager (ring,
+# under the HTTPS client) compile C, which needs the NDK's clang or Xcode: docs/mobile.md.
 step "mobile: engine builds for aarch64-linux-android" \
   cargo check -p impchat-engine --target aarch64-linux-android --locked
+step "mobile: engine builds for aarch64-apple-ios" \
+  cargo check -p impchat-engine --target aarch64-apple-ios --locked
 
 printf '\n\033[1m==> Summary\033[0m\n'
 printf '%s\n' "${results[@]}"
