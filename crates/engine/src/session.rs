@@ -155,7 +155,10 @@ impl Session {
         on_event: &mut (dyn FnMut(GenerationEvent) + Send),
     ) -> Result<GenerationStats, EngineError> {
         let started = Instant::now();
-        let prompt = build_prompt_for(inner, req, reply)?;
+        let prompt = match reply {
+            Reply::Answer => build_prompt_for(inner, req, reply)?,
+            Reply::Continue => self.continuation_prompt(inner, req)?,
+        };
         if prompt.slots.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
@@ -332,6 +335,61 @@ impl Session {
             stats: stats.clone(),
         });
         Ok(stats)
+    }
+}
+
+impl Session {
+    /// The prompt for continuing `req`'s last (assistant) message. When this session wrote
+    /// that answer (the cache holds the answer's prompt followed by tokens that decode to
+    /// its text), those exact tokens are kept, so the continuation is what the model would
+    /// have written had it not stopped. Otherwise the text is tokenised afresh, which can
+    /// split it differently from how it was generated.
+    fn continuation_prompt(
+        &self,
+        inner: &Inner,
+        req: &GenerateRequest,
+    ) -> Result<Prompt, EngineError> {
+        let retokenised = build_prompt_for(inner, req, Reply::Continue)?;
+        let Some((answer, earlier)) = req.messages.split_last() else {
+            return Ok(retokenised);
+        };
+        let question = GenerateRequest {
+            messages: earlier.to_vec(),
+            ..req.clone()
+        };
+        let head = build_prompt_for(inner, &question, Reply::Answer)?;
+        let Some(written) = self.cached.strip_prefix(head.slots.as_slice()) else {
+            return Ok(retokenised);
+        };
+        let ids: Option<Vec<u32>> = written
+            .iter()
+            .map(|slot| match slot {
+                Slot::Token(id) => Some(*id),
+                Slot::ImageRow { .. } => None,
+            })
+            .collect();
+        let Some(ids) = ids.filter(|ids| !ids.is_empty()) else {
+            return Ok(retokenised);
+        };
+        // Decoded as generation streamed them: byte-fallback pieces can read differently
+        // when decoded all at once.
+        let tokenizer_error =
+            |e: impchat_input::tokenizer::TokenizerError| EngineError::Tokenizer(e.to_string());
+        let mut stream = TextStream::new(&inner.tokenizer, true);
+        let mut text = String::new();
+        for &id in &ids {
+            text.extend(stream.push(id).map_err(tokenizer_error)?);
+        }
+        text.extend(stream.finish().map_err(tokenizer_error)?);
+        if text != answer.text {
+            return Ok(retokenised);
+        }
+        let mut slots = head.slots;
+        slots.extend_from_slice(written);
+        Ok(Prompt {
+            slots,
+            images: head.images,
+        })
     }
 }
 

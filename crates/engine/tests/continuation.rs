@@ -1,12 +1,10 @@
-//! Continuing an answer. Greedy generation stopped after k tokens and then continued
-//! writes the same text as one uninterrupted greedy run whenever the text so far
-//! re-tokenises to the tokens that were generated. That is not always so: a token that
-//! ends inside a UTF-8 character is stored as U+FFFD (the bytes are lost), and a model can
-//! generate a token sequence the tokenizer would never produce for that text (`"a"+"b"`
-//! where it encodes `"ab"`). The random fixture models do both often; trained models on
-//! ordinary text rarely. These tests check the equality exactly where re-tokenisation is
-//! faithful, which the session shows: the continued prompt is then the cached prompt plus
-//! the answer's tokens, and only its last position is computed again.
+//! Continuing an answer. In the session that wrote it, greedy generation stopped after k
+//! tokens and then continued writes the same text as one uninterrupted greedy run: the
+//! session keeps the answer's exact tokens. Elsewhere (after a restart) the stored text is
+//! tokenised afresh, which reproduces those tokens only when the model wrote them the way
+//! the tokenizer would: a model can generate `"a"+"b"` where the tokenizer encodes `"ab"`,
+//! and a cut inside a UTF-8 character is stored as U+FFFD. The random fixture models do both
+//! often, trained models on ordinary text rarely.
 
 use std::path::Path;
 
@@ -68,7 +66,7 @@ fn text_of(
 }
 
 #[test]
-fn stopping_and_continuing_writes_the_uninterrupted_answer_where_retokenisation_is_faithful() {
+fn stopping_and_continuing_in_the_same_session_writes_the_uninterrupted_answer() {
     for name in FAMILIES {
         let model = model(name);
         let (full, stats) = text_of(
@@ -78,7 +76,7 @@ fn stopping_and_continuing_writes_the_uninterrupted_answer_where_retokenisation_
         )
         .expect("full answer");
         assert_eq!(stats.stop_reason, Some(StopReason::MaxTokens), "{name}");
-        let mut faithful = 0;
+        let mut clean_cuts = 0;
         for k in 1..ANSWER_TOKENS {
             let mut session = model.new_session();
             let (first, _) = text_of(&mut session, &request(question(), k), false).expect("first");
@@ -88,26 +86,40 @@ fn stopping_and_continuing_writes_the_uninterrupted_answer_where_retokenisation_
                 true,
             )
             .expect("continued");
-            if continued.prompt_tokens == stats.prompt_tokens + k
-                && continued.prompt_tokens_computed == 1
-            {
-                faithful += 1;
+            // The prompt is the question plus the k written tokens, all cached but the last.
+            assert_eq!(
+                continued.prompt_tokens,
+                stats.prompt_tokens + k,
+                "{name} k={k}"
+            );
+            assert_eq!(continued.prompt_tokens_computed, 1, "{name} k={k}");
+            assert_eq!(
+                continued.generated_tokens,
+                ANSWER_TOKENS - k,
+                "{name} k={k}"
+            );
+            // Undecodable bytes (U+FFFD; these random models write many) can be held back by
+            // the detokeniser at the cut and written again by the continuation, so the
+            // continuation is a tail of the uninterrupted answer, and exactly the rest of it
+            // where the part before the cut decodes cleanly.
+            assert!(
+                full.ends_with(&rest),
+                "{name}: stopped after {k} tokens: {first:?} + {rest:?} vs {full:?}"
+            );
+            if !first.contains('\u{FFFD}') {
+                clean_cuts += 1;
                 assert_eq!(
-                    first.clone() + &rest,
+                    format!("{first}{rest}"),
                     full,
                     "{name}: stopped after {k} tokens"
                 );
-                assert_eq!(
-                    continued.generated_tokens,
-                    ANSWER_TOKENS - k,
-                    "{name} k={k}"
-                );
             }
         }
-        // Phi-2's byte-level BPE reproduces its first cut points exactly.
-        if name == "imp-v1.5-3b-phi2" {
-            assert!(faithful >= 1, "{name}: only {faithful} faithful cut points");
-        }
+        // Qwen's fixture starts with a split byte; the others have clean cuts to compare.
+        assert!(
+            clean_cuts > 0 || name == "imp-v1.5-2b-qwen1.5",
+            "{name}: no clean cut point"
+        );
     }
 }
 
@@ -155,4 +167,17 @@ fn only_a_trailing_answer_can_be_continued() {
     )
     .expect_err("ends with an answer");
     assert!(matches!(err, EngineError::InvalidRequest(_)), "{err}");
+}
+
+#[test]
+fn text_the_session_did_not_write_is_tokenised_afresh() {
+    let model = model("imp-v1.5-3b-phi2");
+    let mut session = model.new_session();
+    let (first, _) = text_of(&mut session, &request(question(), 4), false).expect("first");
+    // Not what the session wrote (e.g. the answer came from elsewhere): its cached answer
+    // tokens must not be used, so the result matches a session that never saw it.
+    let other = request(answered(&question(), &format!("{first} Indeed")), 6);
+    let (in_session, _) = text_of(&mut session, &other, true).expect("in session");
+    let (fresh, _) = text_of(&mut model.new_session(), &other, true).expect("fresh");
+    assert_eq!(in_session, fresh);
 }
