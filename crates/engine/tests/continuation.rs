@@ -1,10 +1,12 @@
 //! Continuing an answer. In the session that wrote it, greedy generation stopped after k
-//! tokens and then continued writes the same text as one uninterrupted greedy run: the
-//! session keeps the answer's exact tokens. Elsewhere (after a restart) the stored text is
-//! tokenised afresh, which reproduces those tokens only when the model wrote them the way
-//! the tokenizer would: a model can generate `"a"+"b"` where the tokenizer encodes `"ab"`,
-//! and a cut inside a UTF-8 character is stored as U+FFFD. The random fixture models do both
-//! often, trained models on ordinary text rarely.
+//! tokens and then continued generates the same tokens as one uninterrupted greedy run: the
+//! session keeps the answer's exact tokens. Its text is the rest of the uninterrupted answer,
+//! except that bytes the detokeniser was still holding at the cut (an incomplete character,
+//! stored as U+FFFD) are written again. Elsewhere (after a restart) the stored text is
+//! tokenised afresh, which reproduces the tokens only when the model wrote them the way the
+//! tokenizer would: a model can generate `"a"+"b"` where the tokenizer encodes `"ab"`. The
+//! random fixture models write many undecodable bytes and such splits; trained models on
+//! ordinary text rarely do.
 
 use std::path::Path;
 
