@@ -226,6 +226,7 @@ pub struct CatalogEntryDto {
     pub license: String,
     pub good_at: String,
     pub download_bytes: u64,
+    /// Memory and fit for `default_quant` (what Download gets unless another format is chosen).
     pub ram_bytes: u64,
     pub fits: Fit,
     pub quantizations: Vec<QuantOptionDto>,
@@ -246,8 +247,6 @@ fn fit_now(ram_bytes: u64) -> Fit {
 
 impl From<&CatalogEntry> for CatalogEntryDto {
     fn from(entry: &CatalogEntry) -> Self {
-        // Without a conversion the app loads the published 16-bit checkpoint.
-        let ram_bytes = entry.estimate_ram(Quant::F16, entry.context_length).total;
         let quantizations = entry
             .quantizations
             .iter()
@@ -263,7 +262,17 @@ impl From<&CatalogEntry> for CatalogEntryDto {
                     fits: fit_now(ram_bytes),
                 }
             })
-            .collect();
+            .collect::<Vec<QuantOptionDto>>();
+        // The card's figures are for what the Download button gets by default; without a
+        // catalog format the published 16-bit checkpoint, loaded as it is.
+        let default_quant = crate::platform::default_quant(entry);
+        let ram_bytes = quantizations
+            .iter()
+            .find(|option| option.quant == default_quant)
+            .map_or_else(
+                || entry.estimate_ram(Quant::F16, entry.context_length).total,
+                |option| option.ram_bytes,
+            );
         Self {
             id: entry.id.as_str().to_string(),
             name: entry.name.clone(),
@@ -279,11 +288,34 @@ impl From<&CatalogEntry> for CatalogEntryDto {
             ram_bytes,
             fits: fit_now(ram_bytes),
             quantizations,
-            default_quant: crate::platform::default_quant(entry),
+            default_quant,
             suggested: crate::platform::suggested(entry),
             installed: None,
             partial_bytes: 0,
             downloading: false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use impchat_models::Catalog;
+
+    use super::*;
+
+    #[test]
+    fn a_catalog_card_shows_the_memory_of_the_format_download_gets() {
+        let catalog = Catalog::builtin().expect("catalog");
+        for entry in &catalog.models {
+            let card = CatalogEntryDto::from(entry);
+            let offered = card
+                .quantizations
+                .iter()
+                .find(|q| q.quant == card.default_quant)
+                .expect("the default format is one of the offered ones");
+            assert_eq!(card.ram_bytes, offered.ram_bytes, "{}", card.id);
+            let unconverted = entry.estimate_ram(Quant::F16, entry.context_length).total;
+            assert!(card.ram_bytes < unconverted, "{}", card.id);
         }
     }
 }
