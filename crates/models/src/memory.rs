@@ -213,8 +213,9 @@ pub fn check_fit(required_bytes: u64) -> Option<FitReport> {
 }
 
 /// Memory the OS could hand to a new process without swapping: `MemAvailable` on Linux and
-/// Android, free plus reclaimable pages on macOS and iOS, `ullAvailPhys` on Windows (all read
-/// through `sysinfo`). `None` where the platform reports nothing (callers then show no verdict).
+/// Android, free plus reclaimable pages on macOS, `ullAvailPhys` on Windows (all read through
+/// `sysinfo`). `None` where the platform reports nothing (callers then show no verdict).
+#[cfg(not(target_os = "ios"))]
 pub fn available_memory() -> Option<u64> {
     if !sysinfo::IS_SUPPORTED_SYSTEM {
         return None;
@@ -223,6 +224,21 @@ pub fn available_memory() -> Option<u64> {
     system.refresh_memory_specifics(sysinfo::MemoryRefreshKind::nothing().with_ram());
     let available = system.available_memory();
     // A platform that cannot tell reports 0; no machine that runs us has 0 bytes free.
+    (available > 0).then_some(available)
+}
+
+/// iOS ends an app that outgrows its own limit long before the device runs out of memory, so
+/// the figure that matters is what this process may still allocate, which the OS reports
+/// (`os_proc_available_memory`, iOS 13+). sysinfo (up to 0.38, the last line for Rust 1.88)
+/// also does not build for iOS against current libc.
+#[cfg(target_os = "ios")]
+pub fn available_memory() -> Option<u64> {
+    extern "C" {
+        // <os/proc.h>
+        fn os_proc_available_memory() -> usize;
+    }
+    // SAFETY: takes no arguments and only reads the process's memory accounting.
+    let available = unsafe { os_proc_available_memory() } as u64;
     (available > 0).then_some(available)
 }
 
