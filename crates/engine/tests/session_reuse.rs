@@ -70,7 +70,7 @@ fn a_follow_up_computes_only_the_new_tokens() {
 
         let mut follow_up = GenerateRequest::new(vec![
             question,
-            ChatMessage::assistant(first.text.clone()),
+            ChatMessage::assistant(first.text.trim_start()),
             ChatMessage::user("And what colour is it?"),
         ]);
         follow_up.max_new_tokens = 4;
