@@ -150,8 +150,8 @@ export function SetupScreen(p: SetupProps): JSX.Element {
                 <div class="card-head">
                   <h4>{c.name}</h4>
                   <span class={`fit fit-${c.fits}`}>{FIT_LABEL[c.fits]}</span>
-                  {c.suggested && <span class="badge">Suggested for this device</span>}
                 </div>
+                {c.suggested && <p class="badge">Suggested for this device</p>}
                 <p class="card-good">{c.goodAt}</p>
                 <dl class="card-facts">
                   <div>
