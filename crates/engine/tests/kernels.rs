@@ -66,13 +66,14 @@ fn activations(m: usize, k: usize) -> Vec<f32> {
         .collect()
 }
 
-/// The activations as the kernel sees them: int8 blocks of 32, `d = max|x| / 127`.
+/// The activations as the kernel sees them: int8 blocks of 32, `d = max|x| / 127`,
+/// rounded half to even.
 fn quantized(x: &[f32]) -> Vec<f32> {
     x.chunks(32)
         .flat_map(|block| {
             let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            block.iter().map(move |v| (v * inv).round() * d)
+            block.iter().map(move |v| (v * inv).round_ties_even() * d)
         })
         .collect()
 }

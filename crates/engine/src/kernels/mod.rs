@@ -9,6 +9,7 @@
 
 mod activations;
 mod block_bytes;
+mod gelu;
 mod q4_0;
 mod q4_0_scalar;
 #[cfg(target_arch = "x86_64")]
@@ -16,6 +17,7 @@ mod q4_0_x86;
 mod tier;
 
 pub use block_bytes::BlockBytes;
+pub use gelu::gelu_tanh;
 pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
 pub use tier::Tier;
 

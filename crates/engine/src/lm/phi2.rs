@@ -289,7 +289,8 @@ impl Phi2 {
 
     fn activate(&self, xs: &Tensor) -> Result<Tensor> {
         match self.config.activation {
-            Activation::GeluTanh => xs.gelu(),
+            // candle's tanh GELU is scalar and single-threaded: seconds per prefill.
+            Activation::GeluTanh => crate::kernels::gelu_tanh(xs),
             Activation::GeluErf => xs.gelu_erf(),
         }
     }
