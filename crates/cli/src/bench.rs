@@ -89,6 +89,7 @@ pub fn run(args: BenchArgs) -> Outcome {
         .with_context(|| format!("cannot write {}", image_file.display()))
         .or_exit(ExitKind::Failure)?;
     let image = ImageBytes::new(png);
+    report::reset_peak_rss();
 
     let mut progress = |line: &str| eprintln!("{line}");
     let mut images = Vec::new();

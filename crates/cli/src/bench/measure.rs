@@ -267,13 +267,17 @@ pub fn image_side(
     Ok((figures, long))
 }
 
-pub fn long_decode(protocol: &Protocol, prompt_tokens: usize, samples: Vec<f64>) -> LongDecode {
-    LongDecode {
+pub fn long_decode(
+    protocol: &Protocol,
+    prompt_tokens: usize,
+    samples: Vec<f64>,
+) -> Option<LongDecode> {
+    (!samples.is_empty()).then(|| LongDecode {
         tokens: protocol.long_tokens,
         prompt_tokens,
         tokens_per_s: median(&samples),
         samples,
-    }
+    })
 }
 
 fn ms_since(started: Instant) -> f64 {
