@@ -105,6 +105,8 @@ struct ListedModel {
     /// "yes", "tight", "no", or null when unknown (not in the catalog, or no memory figure).
     fits_in_memory: Option<models::Fit>,
     required_ram_bytes: Option<u64>,
+    /// The hub commit the files were downloaded from (None for imports and not-installed models).
+    commit: Option<String>,
 }
 
 fn list(dir: &Path, json: bool) -> Outcome {
@@ -139,6 +141,7 @@ fn list(dir: &Path, json: bool) -> Outcome {
                 download_bytes: Some(entry.download_bytes()),
                 fits_in_memory: entry.fit_now().map(|report| report.fit),
                 required_ram_bytes: required,
+                commit: installed.and_then(|m| m.hub_commit()).map(str::to_string),
             }
         })
         .collect();
@@ -160,6 +163,7 @@ fn list(dir: &Path, json: bool) -> Outcome {
             download_bytes: None,
             fits_in_memory: None,
             required_ram_bytes: None,
+            commit: model.hub_commit().map(str::to_string),
         });
     }
     if json {
@@ -174,8 +178,8 @@ fn list(dir: &Path, json: bool) -> Outcome {
     }
     println!("models folder: {}", dir.display());
     println!(
-        "{:<28} {:<10} {:>10} {:>10}  FITS",
-        "ID", "STATE", "ON DISK", "DOWNLOAD"
+        "{:<28} {:<10} {:>10} {:>10}  {:<5}  COMMIT",
+        "ID", "STATE", "ON DISK", "DOWNLOAD", "FITS"
     );
     for row in &rows {
         let state = if row.installed { "installed" } else { "-" };
@@ -187,8 +191,12 @@ fn list(dir: &Path, json: bool) -> Outcome {
             Some(models::Fit::No) => "no",
             None => "?",
         };
+        let commit: String = row
+            .commit
+            .as_deref()
+            .map_or("-".into(), |c| c.chars().take(12).collect());
         println!(
-            "{:<28} {state:<10} {size:>10} {download:>10}  {fits}",
+            "{:<28} {state:<10} {size:>10} {download:>10}  {fits:<5}  {commit}",
             row.id
         );
     }

@@ -1,15 +1,17 @@
-//! `impchat models pull` against a hub look-alike on 127.0.0.1 (HF_ENDPOINT): every file
-//! answers HEAD with its SHA-256 as ETag and GET with its bytes, one request per connection.
+//! `impchat models pull` against the models crate's hub look-alike on 127.0.0.1 (HF_ENDPOINT):
+//! resolve redirects, X-Linked-Etag/Size, Range, and the commit in X-Repo-Commit.
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use assert_cmd::cargo::cargo_bin_cmd;
+use impchat_models::test_support::hub_server::{Fault, HubServer, COMMIT};
+use impchat_models::Catalog;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+
+const MODEL: &str = "imp-v1.5-3b-phi2";
 
 fn file_bytes(path: &str) -> Vec<u8> {
     format!("{path}: bytes served by the test hub\n")
@@ -40,80 +42,16 @@ fn checkpoint_bytes(path: &str) -> Vec<u8> {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Hub {
-    content: fn(&str) -> Vec<u8>,
-    /// Send bodies 1 KiB at a time with a pause, so a download can be interrupted midway.
-    slow: bool,
-}
-
-fn answer(mut stream: TcpStream, hub: Hub) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut request_line = String::new();
-    reader.read_line(&mut request_line)?;
-    let mut range_start = 0usize;
-    loop {
-        let mut header = String::new();
-        if reader.read_line(&mut header)? == 0 || header.trim().is_empty() {
-            break;
-        }
-        let lower = header.trim().to_ascii_lowercase();
-        if let Some(range) = lower.strip_prefix("range: bytes=") {
-            range_start = range.trim_end_matches('-').parse().unwrap_or(0);
-        }
-    }
-    let mut parts = request_line.split_whitespace();
-    let method = parts.next().unwrap_or_default();
-    let target = parts.next().unwrap_or_default();
-    let Some((_, rest)) = target.split_once("/resolve/") else {
-        return write!(
-            stream,
-            "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        );
-    };
-    let file = rest.split_once('/').map_or(rest, |(_, file)| file);
-    let body = (hub.content)(file);
-    let digest = hex(&Sha256::digest(&body));
-    let total = body.len();
-    if method == "GET" && range_start > 0 && range_start < total {
-        write!(
-            stream,
-            "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {range_start}-{}/{total}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            total - 1,
-            total - range_start
-        )?;
-    } else {
-        range_start = 0;
-        write!(
-            stream,
-            "HTTP/1.1 200 OK\r\nETag: \"{digest}\"\r\nContent-Length: {total}\r\nConnection: close\r\n\r\n"
-        )?;
-    }
-    if method == "GET" {
-        for chunk in body[range_start..].chunks(1024) {
-            stream.write_all(chunk)?;
-            if hub.slow {
-                stream.flush()?;
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-    }
-    stream.flush()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn start_hub(hub: Hub) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    let address = listener.local_addr().expect("local address");
-    thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            thread::spawn(move || answer(stream, hub));
-        }
-    });
-    format!("http://{address}")
+/// Serves every file the catalog lists for `MODEL`, with bytes from `content`.
+fn start_hub(content: fn(&str) -> Vec<u8>) -> HubServer {
+    let catalog = Catalog::builtin().expect("built-in catalog");
+    let entry = catalog.get(MODEL).expect("catalog entry");
+    let files: BTreeMap<String, Vec<u8>> = entry
+        .files
+        .iter()
+        .map(|file| (file.path.clone(), content(&file.path)))
+        .collect();
+    HubServer::start_repo(&entry.repo, &files)
 }
 
 fn impchat(dir: &Path, endpoint: &str, args: &[&str]) -> std::process::Output {
@@ -130,10 +68,8 @@ fn impchat(dir: &Path, endpoint: &str, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn pull_downloads_verifies_and_installs_with_progress() {
-    let endpoint = start_hub(Hub {
-        content: file_bytes,
-        slow: false,
-    });
+    let hub = start_hub(file_bytes);
+    let endpoint = hub.endpoint.clone();
     let dir = tempfile::tempdir().expect("temp dir");
     let output = impchat(dir.path(), &endpoint, &["pull", "imp-v1.5-3b-phi2"]);
     assert!(output.status.success(), "{output:?}");
@@ -153,6 +89,10 @@ fn pull_downloads_verifies_and_installs_with_progress() {
         .and_then(|rows| rows.iter().find(|r| r["id"] == "imp-v1.5-3b-phi2"))
         .expect("listed");
     assert_eq!(row["installed"], true);
+    assert_eq!(
+        row["commit"], COMMIT,
+        "the resolved commit is recorded and listed"
+    );
 
     let verify = impchat(dir.path(), &endpoint, &["verify", "imp-v1.5-3b-phi2"]);
     assert!(verify.status.success(), "{verify:?}");
@@ -164,10 +104,8 @@ fn pull_downloads_verifies_and_installs_with_progress() {
 
 #[test]
 fn a_failed_conversion_installs_nothing_and_says_why() {
-    let endpoint = start_hub(Hub {
-        content: file_bytes,
-        slow: false,
-    });
+    let hub = start_hub(file_bytes);
+    let endpoint = hub.endpoint.clone();
     let dir = tempfile::tempdir().expect("temp dir");
     // The test hub's bytes are not real safetensors, so the GGUF conversion must refuse them.
     let output = impchat(
@@ -190,10 +128,8 @@ fn a_failed_conversion_installs_nothing_and_says_why() {
 
 #[test]
 fn pull_with_quant_installs_a_gguf_that_answers() {
-    let endpoint = start_hub(Hub {
-        content: checkpoint_bytes,
-        slow: false,
-    });
+    let hub = start_hub(checkpoint_bytes);
+    let endpoint = hub.endpoint.clone();
     let dir = tempfile::tempdir().expect("temp dir");
     let output = impchat(
         dir.path(),
@@ -224,10 +160,12 @@ fn pull_with_quant_installs_a_gguf_that_answers() {
 fn ctrl_c_keeps_the_parts_and_the_next_pull_resumes_them() {
     use std::process::{Command, Stdio};
 
-    let endpoint = start_hub(Hub {
-        content: file_bytes,
-        slow: true,
-    });
+    let hub = start_hub(file_bytes);
+    let endpoint = hub.endpoint.clone();
+    let catalog = Catalog::builtin().expect("built-in catalog");
+    for file in &catalog.get(MODEL).expect("catalog entry").files {
+        hub.set_fault(&file.path, Fault::Slow { delay_ms: 300 });
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let staging = dir.path().join(".staging/imp-v1.5-3b-phi2");
     let child = Command::new(env!("CARGO_BIN_EXE_impchat"))
@@ -274,6 +212,7 @@ fn ctrl_c_keeps_the_parts_and_the_next_pull_resumes_them() {
     assert!(!dir.path().join("imp-v1.5-3b-phi2").exists());
     assert!(downloading(), "the partial files are kept");
 
+    hub.clear_faults();
     let resumed = impchat(dir.path(), &endpoint, &["pull", "imp-v1.5-3b-phi2"]);
     assert!(resumed.status.success(), "{resumed:?}");
     assert!(
