@@ -90,6 +90,17 @@ fn parse_args() -> Result<Args> {
     Ok(args)
 }
 
+/// CPU seconds this process has used (user + system), from /proc/self/stat: on a shared
+/// machine, wall time measures the neighbours too, CPU time mostly our own work.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // Fields 14 and 15 of stat(5) (utime, stime), counted from the state field (3).
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
@@ -311,11 +322,15 @@ fn bench_lm(path: &std::path::Path, mix: &Mix, weight_bytes: usize, args: &Args)
     for &prompt_len in &args.prompts {
         let prompt = Tensor::randn(0f32, 0.02, (1, prompt_len, HIDDEN), &Device::Cpu)?;
         let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+        let (mut prefill_cpu, mut decode_cpu) = (Vec::new(), Vec::new());
         for _ in 0..args.runs {
             let mut cache = KvCache::new(LAYERS);
+            let cpu = cpu_seconds();
             let started = Instant::now();
             let mut logits = lm.forward_embeds_last(&prompt, &mut cache, 0)?;
             prefill.push(started.elapsed().as_secs_f64());
+            let cpu_mid = cpu_seconds();
+            prefill_cpu.extend(cpu.zip(cpu_mid).map(|(a, b)| b - a));
             let started = Instant::now();
             for _ in 0..DECODE_TOKENS {
                 let next = logits.argmax(0)?.to_scalar::<u32>()?;
@@ -324,20 +339,32 @@ fn bench_lm(path: &std::path::Path, mix: &Mix, weight_bytes: usize, args: &Args)
                 logits = lm.forward_embeds_last(&embed, &mut cache, pos)?;
             }
             decode.push(started.elapsed().as_secs_f64());
+            decode_cpu.extend(cpu_mid.zip(cpu_seconds()).map(|(a, b)| b - a));
         }
+        // Throughput if our threads had the cores to themselves: tokens per CPU second
+        // times the thread count (optimistic where threads wait on each other).
+        let uncontended = |tokens: f64, cpu: Vec<f64>| -> String {
+            if cpu.is_empty() {
+                return "n/a".into();
+            }
+            format!("{:.1}", tokens * args.threads as f64 / median(cpu))
+        };
+        let prefill_free = uncontended(prompt_len as f64, prefill_cpu);
+        let decode_free = uncontended(DECODE_TOKENS as f64, decode_cpu);
         let prefill = median(prefill);
         let per_token = median(decode) / DECODE_TOKENS as f64;
         let bandwidth = weight_bytes as f64 / per_token;
         println!(
-            "{}: threads {}, prefill {prompt_len} tok median {prefill:.2} s = {:.1} tok/s [load {}]",
+            "{}: threads {}, prefill {prompt_len} tok median {prefill:.2} s = {:.1} tok/s \
+             (CPU-time estimate uncontended {prefill_free} tok/s) [load {}]",
             mix.name,
             args.threads,
             prompt_len as f64 / prefill,
             loadavg()
         );
         println!(
-            "{}: threads {}, decode {DECODE_TOKENS} tok after {prompt_len} median {:.2} tok/s, \
-             {:.0} MB weights/token = {:.1} GB/s = {:.0}% of {:.0} GB/s [load {}]",
+            "{}: threads {}, decode {DECODE_TOKENS} tok after {prompt_len} median {:.2} tok/s \
+             (uncontended {decode_free}), {:.0} MB weights/token = {:.1} GB/s = {:.0}% of {:.0} GB/s [load {}]",
             mix.name,
             args.threads,
             1.0 / per_token,

@@ -7,7 +7,7 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::kernels::{BlockBytes, Q4_0Matrix};
+use crate::kernels::{BlockBytes, Q4_0Matrix, OWN_Q4_0_IS_FASTER};
 
 /// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
 #[derive(Debug, Clone)]
@@ -46,7 +46,8 @@ impl Linear {
         }
     }
 
-    /// A layer over Q4_0 blocks, e.g. mapped straight from a GGUF file.
+    /// A layer over Q4_0 blocks, e.g. mapped straight from a GGUF file (use it where
+    /// [`OWN_Q4_0_IS_FASTER`]; elsewhere build a `QMatMul`).
     pub fn q4_0(weight: Q4_0Matrix, bias: Option<Tensor>) -> Self {
         Self {
             weight: Weight::Q4_0(Arc::new(weight)),
@@ -79,7 +80,7 @@ fn own_q4_0(weight: &QMatMul) -> Option<Q4_0Matrix> {
     let QMatMul::QTensor(q) = weight else {
         return None;
     };
-    if cfg!(target_arch = "aarch64") || q.dtype() != GgmlDType::Q4_0 {
+    if !OWN_Q4_0_IS_FASTER || q.dtype() != GgmlDType::Q4_0 {
         return None;
     }
     let (rows, cols) = q.shape().dims2().ok()?;

@@ -218,6 +218,40 @@ fn mapped_bytes_are_read_in_place() {
 }
 
 #[test]
+fn blocks_can_come_from_a_memory_mapped_file() {
+    let case = case(96, 160, 4);
+    let BlockBytes::Owned(blocks) = case.matrix.bytes().clone() else {
+        panic!("built from owned bytes")
+    };
+    // An anonymous mapping stands in for the GGUF file's map (same `Mmap` type).
+    let mut map = memmap2::MmapOptions::new()
+        .len(64 + blocks.len())
+        .map_anon()
+        .unwrap();
+    map[64..].copy_from_slice(&blocks);
+    let map = map.make_read_only().unwrap();
+    let mapped = Q4_0Matrix::new(
+        BlockBytes::Mapped {
+            map: Arc::new(map),
+            range: 64..64 + blocks.len(),
+        },
+        96,
+        160,
+    )
+    .unwrap();
+    let linear = Linear::q4_0(mapped, None);
+    let x = activations(3, 160);
+    let got = linear
+        .forward(&Tensor::from_vec(x.clone(), (3, 160), &Device::Cpu).unwrap())
+        .unwrap();
+    let expected = case.matrix.matmul(&x).unwrap();
+    assert_eq!(
+        got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        expected
+    );
+}
+
+#[test]
 fn bad_shapes_and_ranges_are_refused() {
     let blocks = vec![0u8; 2 * 18];
     assert_eq!(

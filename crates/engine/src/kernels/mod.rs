@@ -21,6 +21,11 @@ pub use gelu::gelu_tanh;
 pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
 pub use tier::Tier;
 
+/// Whether [`Q4_0Matrix`] beats candle's `QMatMul` for Q4_0 on this target: everywhere
+/// but aarch64, where candle repacks Q4_0 into NEON dot-product tiles and our kernel
+/// would run its scalar path. Loaders pick [`crate::linear::Linear::q4_0`] only when true.
+pub const OWN_Q4_0_IS_FASTER: bool = cfg!(not(target_arch = "aarch64"));
+
 /// Why a quantized matrix could not be built from the bytes it was given.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum KernelError {

@@ -117,11 +117,11 @@ impl Q4_0Matrix {
             return out_t;
         }
         let mut out = vec![0f32; m * n];
-        for (r, row) in out_t.chunks_exact(m).enumerate() {
-            for (t, &v) in row.iter().enumerate() {
-                out[t * n + r] = v;
+        out.par_chunks_mut(n).enumerate().for_each(|(t, row)| {
+            for (r, v) in row.iter_mut().enumerate() {
+                *v = out_t[r * m + t];
             }
-        }
+        });
         out
     }
 }
