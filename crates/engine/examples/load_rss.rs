@@ -79,7 +79,14 @@ fn main() -> Result<()> {
     }
 }
 
+/// Random values in `dtype`, or in Q8_0 where the row width is not a whole number of
+/// `dtype`'s blocks (as the converter does: Qwen's 5504-wide `ffn_down` under Q4_K).
 fn random(shape: (usize, usize), dtype: GgmlDType) -> Result<QTensor> {
+    let dtype = if shape.1.is_multiple_of(dtype.block_size()) {
+        dtype
+    } else {
+        GgmlDType::Q8_0
+    };
     let t = Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?;
     Ok(QTensor::quantize(&t, dtype)?)
 }
