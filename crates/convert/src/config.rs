@@ -59,6 +59,7 @@ struct RawConfig {
     partial_rotary_factor: Option<f64>,
     rotary_dim: Option<usize>,
     rope_scaling: Option<serde_json::Value>,
+    sliding_window: Option<usize>,
     vocab_size: Option<usize>,
     #[serde(default)]
     tie_word_embeddings: bool,
@@ -104,6 +105,8 @@ pub struct LmConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_id: Option<u32>,
     pub pad_token_id: Option<u32>,
+    /// Phi-3's attention window (Hugging Face applies it whenever the config sets one).
+    pub sliding_window: Option<usize>,
 }
 
 impl LmConfig {
@@ -245,6 +248,10 @@ fn resolve(path: PathBuf, raw: RawConfig) -> Result<ModelConfig, ConvertError> {
         bos_token_id: raw.bos_token_id,
         eos_token_id,
         pad_token_id: raw.pad_token_id,
+        sliding_window: match family {
+            Family::Phi3 => raw.sliding_window,
+            Family::Phi2 | Family::Qwen2 => None,
+        },
     };
 
     let projector_type = raw

@@ -54,6 +54,9 @@ pub fn lm_metadata(config: &ModelConfig, name: &str, quant: LmQuant) -> Meta {
             u(c.context),
         ));
     }
+    if let Some(window) = c.sliding_window {
+        meta.push((format!("{arch}.attention.sliding_window"), u(window)));
+    }
     meta
 }
 

@@ -232,6 +232,17 @@ fn every_fixture_converts_to_llama_cpp_layout_at_f16_q8_0_and_q4_0() {
                 "attention.layer_norm_rms_epsilon"
             };
             assert!(c.metadata.contains_key(&format!("{arch}.{eps_key}")));
+            // Phi-3 attends within a window (2047 in the fixture, as in the real checkpoint);
+            // Qwen1.5 sets `use_sliding_window: false`, so its window must not be written.
+            let window_key = format!("{arch}.attention.sliding_window");
+            if arch == "phi3" {
+                assert_eq!(
+                    meta_u32(&c, &window_key) as usize,
+                    cfg_usize(&cfg, &["sliding_window"])
+                );
+            } else {
+                assert!(!c.metadata.contains_key(&window_key), "{fixture_name}");
+            }
             assert_eq!(
                 sorted_names(&c),
                 expected_lm_names(arch, layers),
