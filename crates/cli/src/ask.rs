@@ -17,7 +17,7 @@ use crate::model_args::{ModelArgs, SamplingArgs};
 #[derive(clap::Args, Debug)]
 pub struct AskArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
 
     /// Image to ask about; repeat the flag for several images (they are shown in order).
     #[arg(long = "image", value_name = "FILE")]

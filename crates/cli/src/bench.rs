@@ -33,7 +33,7 @@ pub struct BenchArgs {
     quant: LmQuant,
     /// CPU threads for the model math [default: all cores].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
-    threads: Option<u16>,
+    pub(crate) threads: Option<u16>,
     /// Runs per figure (each from a fresh load); the medians are reported.
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     runs: u16,

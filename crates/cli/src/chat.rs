@@ -21,7 +21,7 @@ use crate::save::{app_data_dir, Recorder};
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
 
     /// System prompt [default: the model family's own].
     #[arg(long, value_name = "S")]

@@ -64,11 +64,37 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+impl Command {
+    /// The `--threads` asked for, when this command runs a model.
+    fn threads(&self) -> Option<u16> {
+        match self {
+            Command::Ask(args) => args.model.threads,
+            Command::Chat(args) => args.model.threads,
+            Command::Serve(args) => args.model.threads,
+            Command::Bench(args) => args.threads,
+            Command::Models(_) | Command::Convert(_) => None,
+        }
+    }
+}
+
+/// candle's quantized kernels run on a process-wide pool sized once from `CANDLE_NUM_THREADS`
+/// (else the core count), apart from the engine's own pool; without this, `--threads 1`
+/// would still keep every core busy in the K-quant matmuls.
+fn size_candle_pool(threads: Option<u16>) {
+    if let Some(n) = threads {
+        if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+            // Still single-threaded here, so changing the environment races with nothing.
+            std::env::set_var("CANDLE_NUM_THREADS", n.to_string());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return exit::report_usage(err),
     };
+    size_candle_pool(cli.command.threads());
     let outcome = match cli.command {
         Command::Ask(args) => ask::run(args),
         Command::Chat(args) => chat::run(args),

@@ -37,7 +37,7 @@ requests that set no max_tokens stop after 1024 tokens. One request is answered 
 others wait in a queue of --max-queue; when it is full the server answers 429.")]
 pub struct ServeArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    pub(crate) model: ModelArgs,
 
     /// Address to listen on; keep the default unless other machines must reach the server.
     #[arg(long, default_value = "127.0.0.1")]
