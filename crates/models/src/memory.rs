@@ -229,7 +229,7 @@ pub fn available_memory() -> Option<u64> {
 
 /// iOS ends an app that outgrows its own limit long before the device runs out of memory, so
 /// the figure that matters is what this process may still allocate, which the OS reports
-/// (`os_proc_available_memory`, iOS 13+). sysinfo (up to 0.38, the last line for Rust 1.88)
+/// (`os_proc_available_memory`, iOS 13+). sysinfo (0.38)
 /// also does not build for iOS against current libc.
 #[cfg(target_os = "ios")]
 pub fn available_memory() -> Option<u64> {

@@ -30,14 +30,12 @@ fn dot_avx2(seed: __m256i, w: __m256i, a: __m256i) -> __m256i {
 
 // The VNNI intrinsics are stable since Rust 1.89, which candle-core 0.11.1 (it uses
 // them too) already requires.
-#[clippy::msrv = "1.89"]
 #[target_feature(enable = "avx2,avxvnni")]
 #[inline]
 fn dot_avxvnni(seed: __m256i, w: __m256i, a: __m256i) -> __m256i {
     _mm256_dpbusd_avx_epi32(seed, w, a)
 }
 
-#[clippy::msrv = "1.89"]
 #[target_feature(enable = "avx2,avx512f,avx512vl,avx512vnni")]
 #[inline]
 fn dot_avx512vnni(seed: __m256i, w: __m256i, a: __m256i) -> __m256i {
@@ -129,7 +127,6 @@ tile_kernel!(tile_avxvnni, "avx2,fma,f16c,avxvnni", dot_avxvnni);
 /// [`Layout::Paired`]: super::activations::Layout::Paired
 // Index loops over the const-size tile arrays read like the math they do.
 #[allow(clippy::needless_range_loop)]
-#[clippy::msrv = "1.89"]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 unsafe fn tile_avx512vnni<const R: usize, const T: usize>(
     w: *const u8,
@@ -219,7 +216,6 @@ unsafe fn tile_avx512vnni<const R: usize, const T: usize>(
 /// As for [`tile_avx512vnni`].
 // Index loops over the const-size tile arrays read like the math they do.
 #[allow(clippy::needless_range_loop)]
-#[clippy::msrv = "1.89"]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
 unsafe fn tile_avx512vnni_tail<const R: usize, const T: usize>(
     w: *const u8,
