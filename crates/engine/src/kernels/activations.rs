@@ -25,6 +25,8 @@ pub(crate) enum Layout {
 pub(crate) struct QuantizedRows {
     pub k: usize,
     pub qs: Vec<i8>,
+    /// Read only by the x86 SIMD tiles.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub offsets: Vec<i32>,
     pub scales: Vec<f32>,
 }

@@ -128,7 +128,7 @@ impl Q4_0Matrix {
 
 /// `out[r * m + t] = w_r · x_t` for every weight row in `w` and every activation row.
 fn rows_times_acts(tier: Tier, w: &[u8], row_bytes: usize, acts: &QuantizedRows, out: &mut [f32]) {
-    let (m, rows) = (acts.rows(), w.len() / row_bytes);
+    let m = acts.rows();
     if tier == Tier::Scalar {
         for (row, out) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
             for (t, o) in out.iter_mut().enumerate() {
@@ -139,6 +139,7 @@ fn rows_times_acts(tier: Tier, w: &[u8], row_bytes: usize, acts: &QuantizedRows,
     }
     #[cfg(target_arch = "x86_64")]
     {
+        let rows = w.len() / row_bytes;
         let (max_r, max_t) = super::q4_0_x86::max_tile(tier);
         for t0 in (0..m).step_by(max_t) {
             let nt = max_t.min(m - t0);
