@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use impchat_convert::{ConvertOptions, LmQuant, VisionQuant};
 use impchat_models::{
     self as models, CancelToken, Catalog, CatalogEntry, ConvertHook, HubConfig, InstalledModel,
-    Manifest, ManifestFile, Phase, Progress, PullError, PullRequest, Quant, Source,
+    Manifest, Phase, Progress, PullError, PullRequest, Quant, Source,
 };
 use serde::Serialize;
 
@@ -308,22 +308,7 @@ impl ConvertHook for GgufHook<'_> {
         })
         .map_err(|err| err.to_string())?;
         for written in [output.language_model, output.projector] {
-            let file_name = written
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| format!("{} has no file name", written.path.display()))?;
-            let sha256 = models::hashing::sha256_file(&written.path)
-                .map_err(|err| format!("cannot hash {}: {err}", written.path.display()))?;
-            let size = std::fs::metadata(&written.path)
-                .map_err(|err| format!("cannot read {}: {err}", written.path.display()))?
-                .len();
-            manifest.files.retain(|f| f.path != file_name);
-            manifest.files.push(ManifestFile {
-                path: file_name,
-                size,
-                sha256,
-            });
+            manifest.record_file(&written.path)?;
         }
         Ok(())
     }

@@ -62,6 +62,27 @@ pub enum ManifestError {
 }
 
 impl Manifest {
+    /// Lists a file written into the model folder (e.g. a converted GGUF) with its size and
+    /// SHA-256, replacing any entry of the same name.
+    pub fn record_file(&mut self, path: &Path) -> Result<(), String> {
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .ok_or_else(|| format!("{} has no file name", path.display()))?;
+        let sha256 = crate::hashing::sha256_file(path)
+            .map_err(|err| format!("cannot hash {}: {err}", path.display()))?;
+        let size = fs::metadata(path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))?
+            .len();
+        self.files.retain(|f| f.path != file_name);
+        self.files.push(ManifestFile {
+            path: file_name,
+            size,
+            sha256,
+        });
+        Ok(())
+    }
+
     pub fn new(
         id: ModelId,
         catalog_id: Option<ModelId>,

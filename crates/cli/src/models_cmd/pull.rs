@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use impchat_convert::{ConvertOptions, LmQuant, VisionQuant};
 use impchat_models::{
-    self as models, CatalogEntry, ConvertHook, HubConfig, Manifest, ManifestFile, Progress,
-    PullError, PullRequest,
+    self as models, CatalogEntry, ConvertHook, HubConfig, Manifest, Progress, PullError,
+    PullRequest,
 };
 
 use super::{catalog, store_failure};
@@ -82,22 +82,7 @@ impl ConvertHook for GgufHook {
         let output = impchat_convert::convert(staged_dir, staged_dir, &opts, &mut |_| {})
             .map_err(|err| err.to_string())?;
         for written in [output.language_model, output.projector] {
-            let file_name = written
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| format!("{} has no file name", written.path.display()))?;
-            let sha256 = models::hashing::sha256_file(&written.path)
-                .map_err(|err| format!("cannot hash {}: {err}", written.path.display()))?;
-            let size = std::fs::metadata(&written.path)
-                .map_err(|err| format!("cannot read {}: {err}", written.path.display()))?
-                .len();
-            manifest.files.retain(|f| f.path != file_name);
-            manifest.files.push(ManifestFile {
-                path: file_name,
-                size,
-                sha256,
-            });
+            manifest.record_file(&written.path)?;
         }
         Ok(())
     }
