@@ -51,7 +51,7 @@ impl std::fmt::Debug for GgufFile {
 /// Q4_0 runs on the engine's own kernel everywhere but aarch64, where candle's repacked
 /// NEON path is faster (the rule `Linear::from_qmatmul` applies to copied weights).
 fn own_q4_0_kernel() -> bool {
-    !cfg!(target_arch = "aarch64")
+    crate::kernels::OWN_Q4_0_IS_FASTER
 }
 
 impl GgufFile {
@@ -335,7 +335,7 @@ impl GgufFile {
     }
 
     /// `{name}.weight` of shape `(out, in)` and, with `with_bias`, `{name}.bias`.
-    /// Q4_0 weights run on the engine's own kernel straight from the mapped file.
+    /// Q4_0 weights are repacked for the engine's own kernel straight from the map.
     pub fn linear(
         &self,
         name: &str,
@@ -350,35 +350,30 @@ impl GgufFile {
         } else {
             None
         };
-        if let Some(matrix) = self.mapped_q4_0(&weight_name)? {
+        if let Some(matrix) = self.repacked_q4_0(&weight_name)? {
             return Ok(Linear::q4_0(matrix, bias));
         }
         let weight = QMatMul::from_arc(self.qtensor(&weight_name)?)?;
         Ok(Linear::from_qmatmul(weight, bias))
     }
 
-    /// Whether `name` is multiplied in place from the mapped file (no copy at load), so
-    /// stacking it with others would cost memory instead of saving a matmul.
-    pub fn stays_mapped(&self, name: &str) -> bool {
-        self.tensor_bytes(name)
-            .is_ok_and(|t| own_q4_0_kernel() && t.dtype == GgmlDType::Q4_0 && t.shape.len() == 2)
-    }
-
-    /// A Q4_0 matrix whose blocks are borrowed from the map (zero copy), where the
-    /// engine's own kernel is the one that runs Q4_0 ([`Linear::from_qmatmul`]'s rule).
-    fn mapped_q4_0(&self, name: &str) -> Result<Option<Q4_0Matrix>, EngineError> {
-        if !self.stays_mapped(name) {
+    /// A Q4_0 matrix repacked for the engine's own kernel straight from the map (one
+    /// copy, whose source pages are then handed back), where that kernel is the one that
+    /// runs Q4_0 ([`Linear::from_qmatmul`]'s rule).
+    fn repacked_q4_0(&self, name: &str) -> Result<Option<Q4_0Matrix>, EngineError> {
+        let tensor = self.tensor_bytes(name)?;
+        if !own_q4_0_kernel() || tensor.dtype != GgmlDType::Q4_0 || tensor.shape.len() != 2 {
             return Ok(None);
         }
-        let tensor = self.tensor_bytes(name)?;
         let map: Arc<dyn AsRef<[u8]> + Send + Sync> = self.map.clone();
         let bytes = BlockBytes::Mapped {
             map,
             range: tensor.offset..tensor.offset + tensor.bytes.len(),
         };
-        Q4_0Matrix::new(bytes, tensor.shape[0], tensor.shape[1])
-            .map(Some)
-            .map_err(|e| self.corrupt(format!("tensor {name}: {e}")))
+        let matrix = Q4_0Matrix::new(bytes, tensor.shape[0], tensor.shape[1])
+            .map_err(|e| self.corrupt(format!("tensor {name}: {e}")))?;
+        self.release(tensor.offset, tensor.bytes.len());
+        Ok(Some(matrix))
     }
 
     /// `{name}.weight` and `{name}.bias` as an f32 LayerNorm.

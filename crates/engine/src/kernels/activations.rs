@@ -6,59 +6,58 @@ use rayon::prelude::*;
 use super::q4_0::Q4_0_BLOCK_VALUES;
 
 /// Values per i32 lane of a `vpdpbusd` / `vpmaddwd` result.
-pub(crate) const GROUP: usize = 4;
+const GROUP: usize = 4;
+/// i32 lanes of [`QuantizedRows::block_offsets`] per block.
+pub(crate) const BLOCK_LANES: usize = 4;
 
 /// `m` rows of `k` activations: `x ≈ scale[block] * qs[i]`.
-///
-/// `offsets[i / 4] = -8 * (qs[i] + .. + qs[i + 3])` lets the kernels multiply the raw
-/// unsigned Q4_0 nibbles `q` and still get `Σ (q - 8) * a`: it seeds each i32 lane.
-///
-/// In [`Layout::Paired`], each pair of blocks `(A, B)` is stored as the halves
-/// `A[0..16] B[0..16] A[16..32] B[16..32]`, the order in which a 512-bit register holds
-/// the unpacked nibbles of two Q4_0 blocks; a last unpaired block stays in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Layout {
-    Natural,
-    Paired,
-}
-
 pub(crate) struct QuantizedRows {
     pub k: usize,
     pub qs: Vec<i8>,
+    /// Per block, 4 lanes: `-8 * (Σ qs[4j..4j + 4] + Σ qs[16 + 4j..16 + 4j + 4])`. It
+    /// seeds the i32 lane `j` that sums a block's low- and high-nibble products, so the
+    /// kernels can multiply the raw unsigned Q4_0 nibbles `q` and still get `Σ (q - 8) a`.
     /// Read only by the x86 SIMD tiles.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub offsets: Vec<i32>,
+    pub block_offsets: Vec<i32>,
     pub scales: Vec<f32>,
 }
 
 impl QuantizedRows {
     /// Quantizes the row-major `m x k` matrix `x` (`k` a multiple of 32).
-    pub fn quantize(x: &[f32], k: usize, layout: Layout) -> Self {
+    pub fn quantize(x: &[f32], k: usize) -> Self {
         debug_assert!(k.is_multiple_of(Q4_0_BLOCK_VALUES) && x.len().is_multiple_of(k));
         let m = x.len() / k;
         let blocks = k / Q4_0_BLOCK_VALUES;
         let mut qs = vec![0i8; m * k];
-        let mut offsets = vec![0i32; m * k / GROUP];
+        let mut block_offsets = vec![0i32; m * blocks * BLOCK_LANES];
         let mut scales = vec![0f32; m * blocks];
         let rows = x
             .par_chunks(k)
             .zip(qs.par_chunks_mut(k))
-            .zip(offsets.par_chunks_mut(k / GROUP))
+            .zip(block_offsets.par_chunks_mut(blocks * BLOCK_LANES))
             .zip(scales.par_chunks_mut(blocks))
             .with_min_len(8);
-        rows.for_each(|(((x, qs), offsets), scales)| {
+        rows.for_each(|(((x, qs), block_offsets), scales)| {
             quantize_row(x, qs, scales);
-            if layout == Layout::Paired {
-                pair_blocks(qs);
-            }
-            for (o, group) in offsets.iter_mut().zip(qs.chunks_exact(GROUP)) {
-                *o = -8 * group.iter().map(|&q| i32::from(q)).sum::<i32>();
+            for (lanes, block) in block_offsets
+                .chunks_exact_mut(BLOCK_LANES)
+                .zip(qs.chunks_exact(Q4_0_BLOCK_VALUES))
+            {
+                let (lo, hi) = block.split_at(Q4_0_BLOCK_VALUES / 2);
+                for ((lane, lo), hi) in lanes
+                    .iter_mut()
+                    .zip(lo.chunks_exact(GROUP))
+                    .zip(hi.chunks_exact(GROUP))
+                {
+                    *lane = -8 * lo.iter().chain(hi).map(|&q| i32::from(q)).sum::<i32>();
+                }
             }
         });
         Self {
             k,
             qs,
-            offsets,
+            block_offsets,
             scales,
         }
     }
@@ -92,13 +91,4 @@ fn quantize_row(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
 fn round_small(y: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (y + MAGIC) - MAGIC
-}
-
-/// `A0 A1 B0 B1` → `A0 B0 A1 B1` (16-value halves) for every full pair of blocks.
-fn pair_blocks(qs: &mut [i8]) {
-    const HALF: usize = Q4_0_BLOCK_VALUES / 2;
-    for pair in qs.chunks_exact_mut(2 * Q4_0_BLOCK_VALUES) {
-        let (a1, b0) = pair[HALF..3 * HALF].split_at_mut(HALF);
-        a1.swap_with_slice(b0);
-    }
 }

@@ -1,8 +1,15 @@
 //! A Q4_0 weight matrix and its matmul: f32 activations in, f32 outputs out.
+//!
+//! GGML stores Q4_0 row after row, each 32-value block an f16 scale followed by 16 bytes
+//! of nibbles. At load the matrix is repacked into groups of [`GROUP_ROWS`] rows, block by
+//! block: the four rows' 16 nibble bytes side by side (64 bytes, one AVX-512 load) and
+//! their four scales apart. The kernels then unpack and scale four rows per instruction
+//! instead of one, which is what lets a decode step run at memory speed. The repacked
+//! copy takes exactly the bytes of the original.
 
 use rayon::prelude::*;
 
-use super::activations::{Layout, QuantizedRows};
+use super::activations::QuantizedRows;
 use super::block_bytes::BlockBytes;
 use super::q4_0_scalar;
 use super::tier::Tier;
@@ -13,24 +20,41 @@ pub const Q4_0_BLOCK_VALUES: usize = 32;
 /// Bytes per Q4_0 block: an f16 scale `d`, then 16 bytes of nibbles `q`, where byte `j`
 /// holds value `j` (low nibble) and value `j + 16` (high nibble); `w = d * (q - 8)`.
 pub const Q4_0_BLOCK_BYTES: usize = 18;
+/// Rows repacked side by side.
+pub(crate) const GROUP_ROWS: usize = 4;
+/// Nibble bytes of one block of one row.
+pub(crate) const NIBBLE_BYTES: usize = Q4_0_BLOCK_VALUES / 2;
 
-/// Output rows per parallel task: enough tasks to balance two threads, and few enough
+/// Row groups per parallel task: enough tasks to balance two threads, and few enough
 /// that a task's weights stay in L2 while every token tile passes over them.
-const TASK_ROWS_DECODE: usize = 32;
-const TASK_ROWS_PREFILL: usize = 64;
+const TASK_GROUPS_DECODE: usize = 8;
+const TASK_GROUPS_PREFILL: usize = 16;
 
-/// An `rows x cols` weight matrix (`out x in`, as stored in a GGUF) of Q4_0 blocks.
+/// An `rows x cols` weight matrix (`out x in`, as stored in a GGUF) of Q4_0 blocks,
+/// repacked in groups of [`GROUP_ROWS`] rows.
 #[derive(Debug)]
 pub struct Q4_0Matrix {
-    bytes: BlockBytes,
     rows: usize,
     cols: usize,
+    /// `[group][block][row in group][16]`; rows past `rows` in the last group are zero.
+    nibbles: Vec<u8>,
+    /// `[group][block][row in group]`, f16 bits.
+    scales: Vec<u16>,
+}
+
+/// One group's view for the kernels: `blocks` blocks of 4 rows.
+#[derive(Clone, Copy)]
+pub(crate) struct Groups<'a> {
+    pub nibbles: &'a [u8],
+    pub scales: &'a [u16],
+    pub blocks: usize,
 }
 
 impl Q4_0Matrix {
-    /// A matrix over GGML Q4_0 block bytes: `rows` rows of `cols / 32` blocks each, row
-    /// after row, exactly as a GGUF tensor of shape `[cols, rows]` (GGUF order) stores them.
-    /// The bytes are not copied: pass `BlockBytes::Mapped` for a memory-mapped file.
+    /// A matrix from GGML Q4_0 block bytes: `rows` rows of `cols / 32` blocks each, row
+    /// after row, exactly as a GGUF tensor of shape `[cols, rows]` (GGUF order) stores
+    /// them. The blocks are repacked into memory the matrix owns; `bytes` may be dropped
+    /// afterwards (for a memory-mapped file, its pages can be handed back).
     /// Fails if `cols` is not a positive multiple of 32, the byte count does not match,
     /// or a mapped range lies outside its mapping.
     pub fn new(bytes: BlockBytes, rows: usize, cols: usize) -> Result<Self, KernelError> {
@@ -38,17 +62,41 @@ impl Q4_0Matrix {
             return Err(KernelError::BadColumns { cols });
         }
         bytes.validate()?;
-        let expected = rows * (cols / Q4_0_BLOCK_VALUES) * Q4_0_BLOCK_BYTES;
-        let found = bytes.as_slice().len();
-        if found != expected {
+        let src = bytes.as_slice();
+        let blocks = cols / Q4_0_BLOCK_VALUES;
+        let expected = rows * blocks * Q4_0_BLOCK_BYTES;
+        if src.len() != expected {
             return Err(KernelError::WrongByteCount {
                 rows,
                 cols,
                 expected,
-                found,
+                found: src.len(),
             });
         }
-        Ok(Self { bytes, rows, cols })
+        let groups = rows.div_ceil(GROUP_ROWS);
+        let mut nibbles = vec![0u8; groups * blocks * GROUP_ROWS * NIBBLE_BYTES];
+        let mut scales = vec![0u16; groups * blocks * GROUP_ROWS];
+        let row_bytes = blocks * Q4_0_BLOCK_BYTES;
+        nibbles
+            .par_chunks_mut(blocks * GROUP_ROWS * NIBBLE_BYTES)
+            .zip(scales.par_chunks_mut(blocks * GROUP_ROWS))
+            .enumerate()
+            .for_each(|(g, (nibbles, scales))| {
+                for r in 0..GROUP_ROWS.min(rows - g * GROUP_ROWS) {
+                    let row = &src[(g * GROUP_ROWS + r) * row_bytes..][..row_bytes];
+                    for (b, block) in row.chunks_exact(Q4_0_BLOCK_BYTES).enumerate() {
+                        scales[b * GROUP_ROWS + r] = u16::from_le_bytes([block[0], block[1]]);
+                        nibbles[(b * GROUP_ROWS + r) * NIBBLE_BYTES..][..NIBBLE_BYTES]
+                            .copy_from_slice(&block[2..]);
+                    }
+                }
+            });
+        Ok(Self {
+            rows,
+            cols,
+            nibbles,
+            scales,
+        })
     }
 
     /// Output features.
@@ -61,12 +109,10 @@ impl Q4_0Matrix {
         self.cols
     }
 
-    pub fn bytes(&self) -> &BlockBytes {
-        &self.bytes
-    }
-
-    fn row_bytes(&self) -> usize {
-        self.cols / Q4_0_BLOCK_VALUES * Q4_0_BLOCK_BYTES
+    /// Bytes the repacked weights occupy (the same as the GGML blocks plus the zero rows
+    /// that round the last group up to four).
+    pub fn resident_bytes(&self) -> usize {
+        self.nibbles.len() + 2 * self.scales.len()
     }
 
     /// `x · Wᵀ` for the row-major `m x cols` activations `x`: an `m x rows` result, with
@@ -86,12 +132,7 @@ impl Q4_0Matrix {
         if !tier.is_available() {
             return Err(KernelError::TierUnavailable { tier });
         }
-        let layout = if tier == Tier::Avx512Vnni {
-            Layout::Paired
-        } else {
-            Layout::Natural
-        };
-        let acts = QuantizedRows::quantize(x, self.cols, layout);
+        let acts = QuantizedRows::quantize(x, self.cols);
         Ok(self.matmul_quantized(tier, &acts))
     }
 
@@ -100,19 +141,30 @@ impl Q4_0Matrix {
         if m == 0 || n == 0 {
             return Vec::new();
         }
-        let task_rows = if m == 1 {
-            TASK_ROWS_DECODE
+        let task_groups = if m == 1 {
+            TASK_GROUPS_DECODE
         } else {
-            TASK_ROWS_PREFILL
+            TASK_GROUPS_PREFILL
         };
-        let row_bytes = self.row_bytes();
-        let weights = self.bytes.as_slice();
+        let blocks = self.cols / Q4_0_BLOCK_VALUES;
+        let group_nibbles = blocks * GROUP_ROWS * NIBBLE_BYTES;
+        let group_scales = blocks * GROUP_ROWS;
+        let padded_rows = self.nibbles.len() / group_nibbles * GROUP_ROWS;
         // Output transposed (`rows x m`) so each task owns one contiguous slice.
-        let mut out_t = vec![0f32; n * m];
+        let mut out_t = vec![0f32; padded_rows * m];
         out_t
-            .par_chunks_mut(task_rows * m)
-            .zip(weights.par_chunks(task_rows * row_bytes))
-            .for_each(|(out, w)| rows_times_acts(tier, w, row_bytes, acts, out));
+            .par_chunks_mut(task_groups * GROUP_ROWS * m)
+            .zip(self.nibbles.par_chunks(task_groups * group_nibbles))
+            .zip(self.scales.par_chunks(task_groups * group_scales))
+            .for_each(|((out, nibbles), scales)| {
+                let groups = Groups {
+                    nibbles,
+                    scales,
+                    blocks,
+                };
+                groups_times_acts(tier, groups, acts, out);
+            });
+        out_t.truncate(n * m);
         if m == 1 {
             return out_t;
         }
@@ -126,77 +178,12 @@ impl Q4_0Matrix {
     }
 }
 
-/// `out[r * m + t] = w_r · x_t` for every weight row in `w` and every activation row.
-fn rows_times_acts(tier: Tier, w: &[u8], row_bytes: usize, acts: &QuantizedRows, out: &mut [f32]) {
-    let m = acts.rows();
+/// `out[r * m + t] = w_r · x_t` for every row of the groups and every activation row.
+fn groups_times_acts(tier: Tier, groups: Groups, acts: &QuantizedRows, out: &mut [f32]) {
     if tier == Tier::Scalar {
-        for (row, out) in w.chunks_exact(row_bytes).zip(out.chunks_exact_mut(m)) {
-            for (t, o) in out.iter_mut().enumerate() {
-                *o = q4_0_scalar::dot_row(row, acts, t);
-            }
-        }
+        q4_0_scalar::groups_times_acts(groups, acts, out);
         return;
     }
     #[cfg(target_arch = "x86_64")]
-    {
-        let rows = w.len() / row_bytes;
-        let (max_r, max_t) = super::q4_0_x86::max_tile(tier);
-        for t0 in (0..m).step_by(max_t) {
-            let nt = max_t.min(m - t0);
-            for r0 in (0..rows).step_by(max_r) {
-                let nr = max_r.min(rows - r0);
-                let w = &w[r0 * row_bytes..];
-                let out = &mut out[r0 * m..];
-                simd_tile(tier, nr, nt, w, row_bytes, acts, t0, out);
-            }
-        }
-    }
-}
-
-/// Runs the `nr x nt` tile (each at most 4) at weight row 0 of `w` and activation row `t0`.
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-fn simd_tile(
-    tier: Tier,
-    nr: usize,
-    nt: usize,
-    w: &[u8],
-    row_bytes: usize,
-    acts: &QuantizedRows,
-    t0: usize,
-    out: &mut [f32],
-) {
-    fn store<const R: usize, const T: usize>(
-        tier: Tier,
-        w: &[u8],
-        row_bytes: usize,
-        acts: &QuantizedRows,
-        t0: usize,
-        out: &mut [f32],
-    ) {
-        let m = acts.rows();
-        let tile = super::q4_0_x86::tile::<R, T>(tier, w, row_bytes, acts, t0);
-        for (r, row) in tile.iter().enumerate() {
-            out[r * m + t0..r * m + t0 + T].copy_from_slice(row);
-        }
-    }
-    let f = match (nr, nt) {
-        (1, 1) => store::<1, 1>,
-        (1, 2) => store::<1, 2>,
-        (1, 3) => store::<1, 3>,
-        (1, 4) => store::<1, 4>,
-        (2, 1) => store::<2, 1>,
-        (2, 2) => store::<2, 2>,
-        (2, 3) => store::<2, 3>,
-        (2, 4) => store::<2, 4>,
-        (3, 1) => store::<3, 1>,
-        (3, 2) => store::<3, 2>,
-        (3, 3) => store::<3, 3>,
-        (3, 4) => store::<3, 4>,
-        (4, 1) => store::<4, 1>,
-        (4, 2) => store::<4, 2>,
-        (4, 3) => store::<4, 3>,
-        _ => store::<4, 4>,
-    };
-    f(tier, w, row_bytes, acts, t0, out);
+    super::q4_0_x86::groups_times_acts(tier, groups, acts, out);
 }

@@ -153,8 +153,7 @@ pub(crate) fn gguf_embedding_and_head(
     Ok((embedding, head))
 }
 
-/// `names` stacked into one matrix when their stored types allow, else kept apart (also
-/// when they can be multiplied in place from the mapped file).
+/// `names` stacked into one matrix when their stored types allow, else kept apart.
 pub(crate) fn gguf_projection(
     gguf: &GgufFile,
     names: &[String],
@@ -166,13 +165,7 @@ pub(crate) fn gguf_projection(
         gguf.expect_matrix(&format!("{name}.weight"), (*out_dim, in_dim))?;
     }
     let weights: Vec<String> = names.iter().map(|n| format!("{n}.weight")).collect();
-    // Stacking would copy blocks the kernel can read from the file as they are.
-    let stacked = if weights.iter().all(|w| gguf.stays_mapped(w)) {
-        None
-    } else {
-        gguf.qtensor_stacked(&weights)?
-    };
-    if let Some(stacked) = stacked {
+    if let Some(stacked) = gguf.qtensor_stacked(&weights)? {
         let bias = if with_bias {
             let biases = names
                 .iter()
