@@ -121,6 +121,7 @@ fn main() -> Result<()> {
     }
     if args.matmul {
         pool.install(|| bench_matmuls(args.runs, &args.prompts))?;
+        pool.install(|| bench_decode_sweep(args.runs))?;
     }
     let mixes = [
         Mix {
@@ -196,6 +197,69 @@ fn bench_matmuls(runs: usize, prompts: &[usize]) -> Result<()> {
             }
         }
     }
+    Ok(())
+}
+
+/// Layers in the decode sweep: 32 Phi-2 layers of Q4_K are 1.4 GB, far beyond any cache.
+const SWEEP_LAYERS: usize = 32;
+
+/// One decode step's Q4_K matmuls (m = 1) over 32 different Phi-2-sized layers, so the
+/// weights come from memory as in real decoding (one repeated matrix would sit in L3):
+/// candle's `QMatMul` against the engine's `Linear` on the same `QTensor`s.
+fn bench_decode_sweep(runs: usize) -> Result<()> {
+    use candle_core::quantized::ggml_file::qtensor_from_ggml;
+    let shapes = [
+        ("qkv", HIDDEN, 3 * HIDDEN),
+        ("out", HIDDEN, HIDDEN),
+        ("fc1", HIDDEN, MLP),
+        ("fc2", MLP, HIDDEN),
+    ];
+    let dtype = GgmlDType::Q4K;
+    let mut layers: Vec<(Tensor, QMatMul, Linear)> = Vec::new();
+    let mut bytes = 0;
+    for (_, k, n) in shapes {
+        let blocks = random(n, k, dtype)?.data()?.into_owned();
+        let x = Tensor::randn(0f32, 1.0, (1, 1, k), &Device::Cpu)?;
+        for _ in 0..SWEEP_LAYERS {
+            // A copy per layer: values do not change speed, addresses do.
+            let q =
+                std::sync::Arc::new(qtensor_from_ggml(dtype, &blocks, vec![n, k], &Device::Cpu)?);
+            bytes += blocks.len();
+            let candle = QMatMul::from_arc(q.clone())?;
+            let ours = Linear::from_qmatmul(QMatMul::from_arc(q)?, None);
+            layers.push((x.clone(), candle, ours));
+        }
+    }
+    let sweep = |ours: bool| -> Result<f64> {
+        let started = Instant::now();
+        for (x, candle, linear) in &layers {
+            if ours {
+                linear.forward(x)?;
+            } else {
+                candle.forward(x)?;
+            }
+        }
+        Ok(started.elapsed().as_secs_f64())
+    };
+    sweep(false)?;
+    sweep(true)?;
+    let (mut theirs, mut mine) = (Vec::new(), Vec::new());
+    for _ in 0..runs.max(5) {
+        theirs.push(sweep(false)?);
+        mine.push(sweep(true)?);
+    }
+    let (theirs, mine) = (median(theirs), median(mine));
+    println!(
+        "matmul {dtype:?} decode sweep m=1 over {SWEEP_LAYERS} layers ({:.0} MB): candle {:.1} ms = {:.1} GB/s, \
+         engine {:.1} ms = {:.1} GB/s ({:.2}x) [load {}]",
+        bytes as f64 / 1e6,
+        theirs * 1e3,
+        bytes as f64 / theirs / 1e9,
+        mine * 1e3,
+        bytes as f64 / mine / 1e9,
+        theirs / mine,
+        loadavg()
+    );
     Ok(())
 }
 

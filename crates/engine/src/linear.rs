@@ -7,7 +7,7 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::kernels::{BlockBytes, Q4_0Matrix, OWN_Q4_0_IS_FASTER};
+use crate::kernels::{BlockBytes, Q4KMatrix, Q4_0Matrix, Tier, OWN_Q4_0_IS_FASTER};
 
 /// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
 #[derive(Debug, Clone)]
@@ -15,6 +15,12 @@ pub enum Weight {
     Candle(QMatMul),
     /// Q4_0 blocks through [`crate::kernels`] (candle has no batched Q4_0 GEMM on x86).
     Q4_0(Arc<Q4_0Matrix>),
+    /// Q4_K: candle's repacked tiles for several rows (prefill), our own matvec over the
+    /// same blocks (borrowed from the `QTensor`, no copy) for a single row (decode).
+    Q4K {
+        candle: QMatMul,
+        own: Arc<Q4KMatrix>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -32,11 +38,22 @@ impl Linear {
         }
     }
 
-    /// A layer over any `QMatMul` (quantized or dense). On x86_64, Q4_0 weights move to
+    /// A layer over any `QMatMul` (quantized or dense). On x86_64 with AVX2, Q4_K weights
+    /// stay with candle for several rows and run single rows (decode) on our own matvec
+    /// over the same bytes. On x86_64, Q4_0 weights move to
     /// our own kernel (one copy of the blocks; the `QMatMul` is dropped); elsewhere candle
     /// keeps them (its aarch64 path has repacked NEON Q4_0 tiles), and so does any
     /// tensor whose blocks cannot be read back.
     pub fn from_qmatmul(weight: QMatMul, bias: Option<Tensor>) -> Self {
+        if let Some(own) = own_q4_k(&weight) {
+            return Self {
+                weight: Weight::Q4K {
+                    candle: weight,
+                    own: Arc::new(own),
+                },
+                bias,
+            };
+        }
         match own_q4_0(&weight) {
             Some(matrix) => Self::q4_0(matrix, bias),
             None => Self {
@@ -88,6 +105,37 @@ fn own_q4_0(weight: &QMatMul) -> Option<Q4_0Matrix> {
     Q4_0Matrix::new(bytes, rows, cols).ok()
 }
 
+/// The Q4_K blocks of `weight` as our own matrix, where our decode matvec is the faster
+/// one: x86_64 with AVX2 or better (elsewhere candle has NEON tiles, or ours would run
+/// its scalar loop).
+fn own_q4_k(weight: &QMatMul) -> Option<Q4KMatrix> {
+    let QMatMul::QTensor(q) = weight else {
+        return None;
+    };
+    if !cfg!(target_arch = "x86_64") || Tier::best() == Tier::Scalar || q.dtype() != GgmlDType::Q4K
+    {
+        return None;
+    }
+    let (rows, cols) = q.shape().dims2().ok()?;
+    Q4KMatrix::new(BlockBytes::from_qtensor(q.clone())?, rows, cols).ok()
+}
+
+/// One activation row through our Q4_K matvec; any other input through candle.
+fn q4_k_forward(candle: &QMatMul, own: &Q4KMatrix, xs: &Tensor) -> Result<Tensor> {
+    let dims = xs.dims();
+    let Some((&k, batch)) = dims.split_last() else {
+        candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
+    };
+    if batch.iter().product::<usize>() != 1 || k != own.cols() {
+        return candle.forward(xs);
+    }
+    let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let ys = own.matvec(&x).map_err(candle_core::Error::wrap)?;
+    let mut out_dims = batch.to_vec();
+    out_dims.push(own.rows());
+    Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
+}
+
 fn q4_0_forward(weight: &Q4_0Matrix, xs: &Tensor) -> Result<Tensor> {
     let dims = xs.dims();
     let Some((&k, batch)) = dims.split_last() else {
@@ -111,6 +159,7 @@ impl Module for Linear {
         let ys = match &self.weight {
             Weight::Candle(w) => w.forward(xs)?,
             Weight::Q4_0(w) => q4_0_forward(w, xs)?,
+            Weight::Q4K { candle, own } => q4_k_forward(candle, own, xs)?,
         };
         match &self.bias {
             Some(b) => ys.broadcast_add(b),

@@ -1,8 +1,11 @@
 //! Block bytes that a weight either owns or borrows from a shared mapping.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Range;
 use std::sync::Arc;
+
+use candle_core::quantized::QTensor;
 
 use super::KernelError;
 
@@ -43,6 +46,49 @@ impl BlockBytes {
         match self {
             Self::Owned(bytes) => bytes,
             Self::Mapped { map, range } => &map.as_ref().as_ref()[range.clone()],
+        }
+    }
+}
+
+impl BlockBytes {
+    /// All the blocks of a CPU `QTensor`, borrowed without a copy (`None` for a tensor on
+    /// another device, whose bytes candle would have to copy out).
+    pub fn from_qtensor(tensor: Arc<QTensor>) -> Option<Self> {
+        let bytes = QTensorBytes::new(tensor)?;
+        let len = bytes.as_ref().len();
+        Some(Self::Mapped {
+            map: Arc::new(bytes),
+            range: 0..len,
+        })
+    }
+}
+
+/// The block bytes of a CPU `QTensor`, kept alive with the tensor.
+///
+/// No unsafe code is needed: every borrow goes through `QTensor::data`, which for a CPU
+/// tensor hands out its own storage (`Cow::Borrowed`) for as long as `&self` lives, and
+/// the `Arc` keeps the tensor (and its never-mutated storage) alive for as long as any
+/// weight holds these bytes.
+pub struct QTensorBytes(Arc<QTensor>);
+
+impl QTensorBytes {
+    /// `None` unless the tensor lends its bytes (CPU storage).
+    pub fn new(tensor: Arc<QTensor>) -> Option<Self> {
+        match tensor.data() {
+            Ok(Cow::Borrowed(_)) => {}
+            _ => return None,
+        }
+        Some(Self(tensor))
+    }
+}
+
+impl AsRef<[u8]> for QTensorBytes {
+    fn as_ref(&self) -> &[u8] {
+        match self.0.data() {
+            Ok(Cow::Borrowed(bytes)) => bytes,
+            // `new` admits only tensors that lend their bytes, and a tensor's storage never
+            // changes device; an empty slice would fail `BlockBytes::validate` anyway.
+            _ => &[],
         }
     }
 }

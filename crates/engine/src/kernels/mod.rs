@@ -14,11 +14,16 @@ mod q4_0;
 mod q4_0_scalar;
 #[cfg(target_arch = "x86_64")]
 mod q4_0_x86;
+mod q4_k;
+mod q4_k_scalar;
+#[cfg(target_arch = "x86_64")]
+mod q4_k_x86;
 mod tier;
 
-pub use block_bytes::BlockBytes;
+pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
 pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
+pub use q4_k::{Q4KMatrix, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
 pub use tier::Tier;
 
 /// Whether [`Q4_0Matrix`] beats candle's `QMatMul` for Q4_0 on this target: everywhere
@@ -53,6 +58,23 @@ pub enum KernelError {
         start: usize,
         end: usize,
         len: usize,
+    },
+
+    #[error(
+        "a Q4_K matrix needs a column count that is a positive multiple of 256, got {cols}; \
+         the tensor is not Q4_K or its shape is wrong"
+    )]
+    Q4KBadColumns { cols: usize },
+
+    #[error(
+        "a {rows}x{cols} Q4_K matrix needs {expected} bytes of blocks, got {found}; \
+         the file is truncated or the tensor's type or shape is wrong"
+    )]
+    Q4KWrongByteCount {
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
     },
 
     #[error("{len} input values do not split into rows of {cols}; the activation width is wrong")]

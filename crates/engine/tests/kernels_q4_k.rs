@@ -1,0 +1,248 @@
+//! Our Q4_K decode matvec against candle's own `QMatMul` on the same `QTensor`, against
+//! candle's dequantized weights, on every instruction-set tier this CPU runs and on the
+//! portable scalar path; and the linear layer's routing of decode rows to it.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{Device, Module, Tensor};
+use impchat_engine::kernels::{BlockBytes, KernelError, Q4KMatrix, Tier, Q4_K_BLOCK_BYTES};
+use impchat_engine::linear::{Linear, Weight};
+
+/// `(rows, cols)`: rows that are not a multiple of the 4-row kernel nor of a parallel
+/// task, one super-block per row up to Phi-2's 10240-wide `fc2`.
+const SHAPES: [(usize, usize); 5] = [(37, 256), (96, 512), (133, 2560), (5, 768), (64, 10240)];
+
+struct Case {
+    tensor: Arc<QTensor>,
+    matrix: Q4KMatrix,
+    /// candle's dequantization of the same blocks, row-major `rows x cols`.
+    weights: Vec<f32>,
+    cols: usize,
+}
+
+fn case(rows: usize, cols: usize, seed: u64) -> Case {
+    let device = Device::Cpu;
+    let w = Tensor::from_vec(gaussian(rows * cols, seed), (rows, cols), &device).unwrap();
+    let tensor = Arc::new(QTensor::quantize(&w, GgmlDType::Q4K).unwrap());
+    let weights = tensor
+        .dequantize(&device)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let bytes = BlockBytes::from_qtensor(tensor.clone()).expect("a CPU tensor lends its bytes");
+    let matrix = Q4KMatrix::new(bytes, rows, cols).unwrap();
+    Case {
+        tensor,
+        matrix,
+        weights,
+        cols,
+    }
+}
+
+/// Deterministic N(0, 0.02)-like weights with a per-row offset, so rows have different
+/// mins (sum of uniforms from a 64-bit LCG).
+fn gaussian(len: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (state >> 40) as f32 / (1u64 << 24) as f32
+    };
+    (0..len)
+        .map(|i| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 0.035 + (i % 7) as f32 * 0.004)
+        .collect()
+}
+
+/// Activations with a different magnitude in every 32-value sub-block and a zero
+/// super-block, so per-super-block scales and per-sub-block sums both matter.
+fn activations(cols: usize) -> Vec<f32> {
+    (0..cols)
+        .map(|i| {
+            if cols > 256 && i / 256 == 1 {
+                return 0.0;
+            }
+            let wave = ((i * 7919) % 1009) as f32 / 1009.0 - 0.3;
+            wave * (1.0 + (i / 32 % 5) as f32)
+        })
+        .collect()
+}
+
+/// The activations as the kernel sees them: int8 per 256 values, `d = max|x| / 127`,
+/// rounded half to even.
+fn quantized(x: &[f32]) -> Vec<f32> {
+    x.chunks(256)
+        .flat_map(|block| {
+            let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            block.iter().map(move |v| (v * inv).round_ties_even() * d)
+        })
+        .collect()
+}
+
+/// Per row: `Σ w·x` in f64 and `Σ |w·x|`, the scale an error is measured against.
+fn reference(c: &Case, x: &[f32]) -> Vec<(f64, f64)> {
+    c.weights
+        .chunks(c.cols)
+        .map(|row| {
+            row.iter().zip(x).fold((0f64, 0f64), |(s, a), (&w, &x)| {
+                let p = f64::from(w) * f64::from(x);
+                (s + p, a + p.abs())
+            })
+        })
+        .collect()
+}
+
+fn tiers() -> Vec<Tier> {
+    let tiers: Vec<Tier> = Tier::ALL.into_iter().filter(|t| t.is_available()).collect();
+    assert!(tiers.contains(&Tier::Scalar));
+    tiers
+}
+
+#[test]
+fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier() {
+    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
+        let c = case(rows, cols, i as u64);
+        let x = activations(cols);
+        let expected = reference(&c, &quantized(&x));
+        for tier in tiers() {
+            let got = c.matrix.matvec_with(tier, &x).unwrap();
+            assert_eq!(got.len(), rows);
+            for (r, (&g, &(e, scale))) in got.iter().zip(&expected).enumerate() {
+                // Integer dot products are exact; only f32 rounding of the scales and
+                // the sums remains.
+                let err = (f64::from(g) - e).abs();
+                assert!(
+                    err <= 1e-5 * scale + 1e-7,
+                    "{tier:?} {rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn matvec_is_close_to_the_f32_product_with_the_dequantized_weights() {
+    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
+        let c = case(rows, cols, 10 + i as u64);
+        let x = activations(cols);
+        let expected = reference(&c, &x);
+        let got = c.matrix.matvec(&x).unwrap();
+        for (r, (&g, &(e, scale))) in got.iter().zip(&expected).enumerate() {
+            // int8 activations with one scale per 256 values: at most half a step of
+            // max|x|/127 per value, i.e. well under 1% of Σ|w·x|.
+            let err = (f64::from(g) - e).abs();
+            assert!(
+                err <= 1e-2 * scale,
+                "{rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
+            );
+        }
+    }
+}
+
+#[test]
+fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
+    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
+        let c = case(rows, cols, 20 + i as u64);
+        let x = activations(cols);
+        let xs = Tensor::from_vec(x.clone(), (1, cols), &Device::Cpu).unwrap();
+        let theirs: Vec<f32> = QMatMul::from_arc(c.tensor.clone())
+            .unwrap()
+            .forward(&xs)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let scales = reference(&c, &x);
+        for tier in tiers() {
+            let ours = c.matrix.matvec_with(tier, &x).unwrap();
+            for (r, ((&o, &t), &(_, scale))) in ours.iter().zip(&theirs).zip(&scales).enumerate() {
+                // Both quantize the activations to int8 per 256 values; they may round a
+                // value differently (candle clamps to -128), nothing more.
+                let err = f64::from((o - t).abs());
+                assert!(
+                    err <= 2e-3 * scale + 1e-6,
+                    "{tier:?} {rows}x{cols} row {r}: ours {o}, candle {t}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn wrong_sizes_are_clear_errors() {
+    let c = case(8, 512, 3);
+    let bytes = c.tensor.data().unwrap().into_owned();
+    let short = BlockBytes::Owned(bytes[..bytes.len() - 1].to_vec());
+    let err = Q4KMatrix::new(short, 8, 512).unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::Q4KWrongByteCount {
+            rows: 8,
+            cols: 512,
+            expected: 8 * 2 * Q4_K_BLOCK_BYTES,
+            found: 8 * 2 * Q4_K_BLOCK_BYTES - 1,
+        }
+    );
+    assert!(err.to_string().contains("Q4_K"), "{err}");
+    let err = Q4KMatrix::new(BlockBytes::Owned(bytes.clone()), 16, 256).unwrap();
+    assert_eq!(err.rows(), 16, "same bytes, other whole-block shape");
+    assert_eq!(
+        Q4KMatrix::new(BlockBytes::Owned(bytes), 8, 500).unwrap_err(),
+        KernelError::Q4KBadColumns { cols: 500 }
+    );
+    assert_eq!(
+        c.matrix.matvec(&[0.0; 256]).unwrap_err(),
+        KernelError::BadInput {
+            len: 256,
+            cols: 512
+        }
+    );
+}
+
+#[test]
+fn linear_runs_decode_rows_on_our_kernel_over_candles_bytes_and_prefill_on_candle() {
+    let c = case(40, 512, 7);
+    let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
+    let linear = Linear::from_qmatmul(candle.clone(), None);
+    let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
+    match linear.weight() {
+        Weight::Q4K { own, .. } => {
+            assert!(ours_expected, "our Q4_K kernel is wired where it is slower");
+            let lent = c.tensor.data().unwrap();
+            assert_eq!(
+                own.bytes().as_slice().as_ptr(),
+                lent.as_ptr(),
+                "Q4_K blocks were copied"
+            );
+        }
+        other => assert!(!ours_expected, "expected our Q4_K matvec, got {other:?}"),
+    }
+
+    let one = Tensor::from_vec(activations(512), (1, 1, 512), &Device::Cpu).unwrap();
+    let got = linear.forward(&one).unwrap();
+    assert_eq!(got.dims(), [1, 1, 40]);
+    if ours_expected {
+        let mine = c.matrix.matvec(&activations(512)).unwrap();
+        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mine);
+    }
+
+    let many = Tensor::randn(0f32, 1.0, (1, 5, 512), &Device::Cpu).unwrap();
+    let got = linear.forward(&many).unwrap();
+    let theirs = candle.forward(&many).unwrap();
+    let diff: f32 = (got - theirs)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert_eq!(diff, 0.0, "several rows must go through candle unchanged");
+}
