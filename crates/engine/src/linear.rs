@@ -7,7 +7,7 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::kernels::{BlockBytes, Q4KMatrix, Q4_0Matrix, Tier, OWN_Q4_0_IS_FASTER};
+use crate::kernels::{BlockBytes, Q4KMatrix, Q4_0Matrix, Q8_0Matrix, Tier, OWN_Q4_0_IS_FASTER};
 
 /// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
 #[derive(Debug, Clone)]
@@ -15,6 +15,8 @@ pub enum Weight {
     Candle(QMatMul),
     /// Q4_0 blocks through [`crate::kernels`] (candle has no batched Q4_0 GEMM on x86).
     Q4_0(Arc<Q4_0Matrix>),
+    /// Q8_0 blocks repacked for our int8 kernel (the GGUF vision tower).
+    Q8_0(Arc<Q8_0Matrix>),
     /// Q4_K: candle's repacked tiles for several rows (prefill), our own matvec over the
     /// same blocks (borrowed from the `QTensor`, no copy) for a single row (decode).
     Q4K {
@@ -68,6 +70,14 @@ impl Linear {
     pub fn q4_0(weight: Q4_0Matrix, bias: Option<Tensor>) -> Self {
         Self {
             weight: Weight::Q4_0(Arc::new(weight)),
+            bias,
+        }
+    }
+
+    /// A layer over a repacked Q8_0 matrix.
+    pub fn q8_0(weight: Q8_0Matrix, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: Weight::Q8_0(Arc::new(weight)),
             bias,
         }
     }
@@ -154,11 +164,30 @@ fn q4_0_forward(weight: &Q4_0Matrix, xs: &Tensor) -> Result<Tensor> {
     Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
 }
 
+fn q8_0_forward(weight: &Q8_0Matrix, xs: &Tensor) -> Result<Tensor> {
+    let dims = xs.dims();
+    let Some((&k, batch)) = dims.split_last() else {
+        candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
+    };
+    if k != weight.cols() {
+        candle_core::bail!(
+            "linear layer expects {} input features, got shape {dims:?}",
+            weight.cols()
+        );
+    }
+    let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+    let ys = weight.matmul(&x).map_err(candle_core::Error::wrap)?;
+    let mut out_dims = batch.to_vec();
+    out_dims.push(weight.rows());
+    Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
+}
+
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = match &self.weight {
             Weight::Candle(w) => w.forward(xs)?,
             Weight::Q4_0(w) => q4_0_forward(w, xs)?,
+            Weight::Q8_0(w) => q8_0_forward(w, xs)?,
             Weight::Q4K { candle, own } => q4_k_forward(candle, own, xs)?,
         };
         match &self.bias {

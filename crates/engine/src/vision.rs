@@ -9,7 +9,9 @@ use candle_nn::{LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::linear::Linear;
+use candle_core::quantized::QMatMul;
+
+use crate::linear::{Linear, Weight};
 
 /// The activation inside the tower's MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +335,60 @@ fn so400m_image_size(tower: &str) -> Option<usize> {
         .ok()
 }
 
+/// Where the tower's weights come from. Names are Hugging Face's, relative to the tower's
+/// `vision_model` (`encoder.layers.0.mlp.fc1`); linears are `{name}.weight` `(out, in)`
+/// with `{name}.bias`.
+pub trait TowerWeights {
+    type Error: From<candle_core::Error>;
+
+    /// A dense f32 tensor of `shape` (embeddings).
+    fn tensor(&self, name: &str, shape: &[usize]) -> std::result::Result<Tensor, Self::Error>;
+
+    fn layer_norm(
+        &self,
+        name: &str,
+        dim: usize,
+        eps: f64,
+    ) -> std::result::Result<LayerNorm, Self::Error>;
+
+    /// The layers `names` as one, their outputs concatenated in order (each `out_dim` wide):
+    /// one matmul for q, k and v.
+    fn linear(
+        &self,
+        names: &[String],
+        in_dim: usize,
+        out_dim: usize,
+    ) -> std::result::Result<Linear, Self::Error>;
+
+    /// Whether [`TowerWeights::linear`] should get q, k and v together.
+    fn fuses_qkv(&self) -> bool;
+}
+
+/// A safetensors checkpoint: dense weights in the checkpoint's precision, each layer on
+/// its own, exactly as Hugging Face computes them.
+impl TowerWeights for VarBuilder<'_> {
+    type Error = candle_core::Error;
+
+    fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.get(shape, name)
+    }
+
+    fn layer_norm(&self, name: &str, dim: usize, eps: f64) -> Result<LayerNorm> {
+        candle_nn::layer_norm(dim, eps, self.pp(name))
+    }
+
+    fn linear(&self, names: &[String], in_dim: usize, out_dim: usize) -> Result<Linear> {
+        let [name] = names else {
+            bail!("a dense checkpoint loads one layer at a time, got {names:?}");
+        };
+        Linear::load(in_dim, out_dim, true, self.pp(name))
+    }
+
+    fn fuses_qkv(&self) -> bool {
+        false
+    }
+}
+
 /// Patchify + linear: the stride-`patch` "valid" convolution as one matmul.
 #[derive(Debug, Clone)]
 struct PatchEmbedding {
@@ -344,15 +400,18 @@ struct PatchEmbedding {
 }
 
 impl PatchEmbedding {
-    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+    fn load<W: TowerWeights>(cfg: &VisionConfig, w: &W) -> std::result::Result<Self, W::Error> {
         let (h, p) = (cfg.hidden_size, cfg.patch_size);
-        let conv = vb.pp("patch_embedding");
         // Flattened in (channel, row, column) order, matching the patches below.
-        let weight = conv.get((h, 3, p, p), "weight")?.reshape((h, 3 * p * p))?;
-        let bias = conv.get(h, "bias")?;
-        let position = vb
-            .pp("position_embedding")
-            .get((cfg.num_patches(), h), "weight")?
+        let weight = w
+            .tensor("embeddings.patch_embedding.weight", &[h, 3, p, p])?
+            .reshape((h, 3 * p * p))?;
+        let bias = w.tensor("embeddings.patch_embedding.bias", &[h])?;
+        let position = w
+            .tensor(
+                "embeddings.position_embedding.weight",
+                &[cfg.num_patches(), h],
+            )?
             .unsqueeze(0)?;
         Ok(Self {
             proj: Linear::dense(weight, Some(bias)),
@@ -384,11 +443,34 @@ impl PatchEmbedding {
     }
 }
 
+/// The query, key and value projections: three layers, or one `(3·hidden, hidden)` layer.
+#[derive(Debug, Clone)]
+enum QkvProjection {
+    Separate { q: Linear, k: Linear, v: Linear },
+    Fused(Linear),
+}
+
+impl QkvProjection {
+    /// (B, N, hidden) → q, k, v, each (B, N, hidden).
+    fn forward(&self, xs: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        match self {
+            Self::Separate { q, k, v } => Ok((q.forward(xs)?, k.forward(xs)?, v.forward(xs)?)),
+            Self::Fused(qkv) => {
+                let all = qkv.forward(xs)?;
+                let hidden = all.dim(2)? / 3;
+                Ok((
+                    all.narrow(2, 0, hidden)?,
+                    all.narrow(2, hidden, hidden)?,
+                    all.narrow(2, 2 * hidden, hidden)?,
+                ))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
+    qkv: QkvProjection,
     out_proj: Linear,
     heads: usize,
     head_dim: usize,
@@ -396,13 +478,29 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+    fn load<W: TowerWeights>(
+        cfg: &VisionConfig,
+        w: &W,
+        prefix: &str,
+    ) -> std::result::Result<Self, W::Error> {
         let h = cfg.hidden_size;
+        let name = |part: &str| format!("{prefix}.{part}");
+        let qkv = if w.fuses_qkv() {
+            QkvProjection::Fused(w.linear(
+                &[name("q_proj"), name("k_proj"), name("v_proj")],
+                h,
+                h,
+            )?)
+        } else {
+            QkvProjection::Separate {
+                q: w.linear(&[name("q_proj")], h, h)?,
+                k: w.linear(&[name("k_proj")], h, h)?,
+                v: w.linear(&[name("v_proj")], h, h)?,
+            }
+        };
         Ok(Self {
-            q_proj: Linear::load(h, h, true, vb.pp("q_proj"))?,
-            k_proj: Linear::load(h, h, true, vb.pp("k_proj"))?,
-            v_proj: Linear::load(h, h, true, vb.pp("v_proj"))?,
-            out_proj: Linear::load(h, h, true, vb.pp("out_proj"))?,
+            qkv,
+            out_proj: w.linear(&[name("out_proj")], h, h)?,
             heads: cfg.num_attention_heads,
             head_dim: cfg.head_dim(),
             scale: (cfg.head_dim() as f64).powf(-0.5),
@@ -419,9 +517,10 @@ impl Attention {
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, n, hidden) = xs.dims3()?;
-        let q = self.split_heads(&(self.q_proj.forward(xs)? * self.scale)?, b, n)?;
-        let k = self.split_heads(&self.k_proj.forward(xs)?, b, n)?;
-        let v = self.split_heads(&self.v_proj.forward(xs)?, b, n)?;
+        let (q, k, v) = self.qkv.forward(xs)?;
+        let q = self.split_heads(&(q * self.scale)?, b, n)?;
+        let k = self.split_heads(&k, b, n)?;
+        let v = self.split_heads(&v, b, n)?;
         let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
         let out = weights
             .matmul(&v)?
@@ -441,10 +540,15 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
+    fn load<W: TowerWeights>(
+        cfg: &VisionConfig,
+        w: &W,
+        prefix: &str,
+    ) -> std::result::Result<Self, W::Error> {
+        let (h, m) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            fc1: Linear::load(cfg.hidden_size, cfg.intermediate_size, true, vb.pp("fc1"))?,
-            fc2: Linear::load(cfg.intermediate_size, cfg.hidden_size, true, vb.pp("fc2"))?,
+            fc1: w.linear(&[format!("{prefix}.fc1")], h, m)?,
+            fc2: w.linear(&[format!("{prefix}.fc2")], m, h)?,
             act: cfg.hidden_act,
         })
     }
@@ -464,14 +568,24 @@ struct EncoderLayer {
 }
 
 impl EncoderLayer {
-    fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
-        let ln =
-            |name: &str| candle_nn::layer_norm(cfg.hidden_size, cfg.layer_norm_eps, vb.pp(name));
+    fn load<W: TowerWeights>(
+        cfg: &VisionConfig,
+        w: &W,
+        layer: usize,
+    ) -> std::result::Result<Self, W::Error> {
+        let prefix = format!("encoder.layers.{layer}");
+        let ln = |name: &str| {
+            w.layer_norm(
+                &format!("{prefix}.{name}"),
+                cfg.hidden_size,
+                cfg.layer_norm_eps,
+            )
+        };
         Ok(Self {
             layer_norm1: ln("layer_norm1")?,
-            self_attn: Attention::load(cfg, vb.pp("self_attn"))?,
+            self_attn: Attention::load(cfg, w, &format!("{prefix}.self_attn"))?,
             layer_norm2: ln("layer_norm2")?,
-            mlp: Mlp::load(cfg, vb.pp("mlp"))?,
+            mlp: Mlp::load(cfg, w, &format!("{prefix}.mlp"))?,
         })
     }
 
@@ -495,11 +609,19 @@ impl VisionTower {
     /// Loads the kept layers; `vb` points at the tower's `…vision_model` prefix
     /// (`model.vision_tower.vision_tower.vision_model` or the old `transformer.…`).
     pub fn load(cfg: &VisionConfig, vb: VarBuilder) -> Result<Self> {
-        let embeddings = PatchEmbedding::load(cfg, vb.pp("embeddings"))?;
-        let layers_vb = vb.pp("encoder").pp("layers");
+        Self::load_from(cfg, &vb)
+    }
+
+    /// Loads the kept layers from any weight source (a GGUF mmproj builds its linears on
+    /// the Q8_0 kernel), one layer after another.
+    pub fn load_from<W: TowerWeights>(
+        cfg: &VisionConfig,
+        weights: &W,
+    ) -> std::result::Result<Self, W::Error> {
+        let embeddings = PatchEmbedding::load(cfg, weights)?;
         let layers = (0..cfg.num_layers)
-            .map(|i| EncoderLayer::load(cfg, layers_vb.pp(i)))
-            .collect::<Result<Vec<_>>>()?;
+            .map(|i| EncoderLayer::load(cfg, weights, i))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
         Ok(Self {
             embeddings,
             layers,
@@ -527,10 +649,51 @@ impl VisionTower {
         &self.config
     }
 
+    /// Bytes of weights the tower holds in memory, quantized matrices at their packed size.
+    pub fn weight_bytes(&self) -> usize {
+        let norm = |ln: &LayerNorm| tensor_bytes(ln.weight()) + ln.bias().map_or(0, tensor_bytes);
+        let attention = |a: &Attention| {
+            let qkv = match &a.qkv {
+                QkvProjection::Separate { q, k, v } => {
+                    [q, k, v].into_iter().map(linear_bytes).sum()
+                }
+                QkvProjection::Fused(qkv) => linear_bytes(qkv),
+            };
+            qkv + linear_bytes(&a.out_proj)
+        };
+        let layers: usize = self
+            .layers
+            .iter()
+            .map(|l| {
+                norm(&l.layer_norm1)
+                    + norm(&l.layer_norm2)
+                    + attention(&l.self_attn)
+                    + linear_bytes(&l.mlp.fc1)
+                    + linear_bytes(&l.mlp.fc2)
+            })
+            .sum();
+        layers + linear_bytes(&self.embeddings.proj) + tensor_bytes(&self.embeddings.position)
+    }
+
     /// The dtype the tower computes in (that of its weights).
     pub fn dtype(&self) -> DType {
         self.embeddings.position.dtype()
     }
+}
+
+fn tensor_bytes(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
+}
+
+fn linear_bytes(linear: &Linear) -> usize {
+    let weight = match linear.weight() {
+        Weight::Q8_0(matrix) => matrix.resident_bytes(),
+        Weight::Candle(QMatMul::QTensor(q)) => q.storage_size_in_bytes(),
+        Weight::Candle(QMatMul::Tensor(t) | QMatMul::TensorF16(t)) => tensor_bytes(t),
+        // The tower's loaders build only dense and Q8_0 layers.
+        _ => 0,
+    };
+    weight + linear.bias().map_or(0, tensor_bytes)
 }
 
 impl Module for VisionTower {

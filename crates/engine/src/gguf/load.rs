@@ -1,29 +1,28 @@
 //! Builds a whole model from the converter's two GGUF files: the language model keeps its
-//! quantized matrices; the vision tower and projector (small, compute-bound) are widened
-//! to f32 and loaded through the same code as a safetensors checkpoint.
+//! quantized matrices; the vision tower runs its linears on the engine's Q8_0 kernel
+//! ([`GgufTower`]) and the small projector is widened to f32.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 
 use candle_core::quantized::tokenizer::TokenizerFromGguf;
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
+use candle_core::{Device, Tensor};
 use impchat_input::image::{DecodeLimits, ImageAspect};
 use impchat_input::template::ChatTemplate;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{PreTokenizerWrapper, Tokenizer};
 
+use super::vision_weights::load_vision_tower;
 use super::{spm, GgufFile};
 use crate::config::Family;
 use crate::error::EngineError;
+use crate::linear::Linear;
 use crate::lm::phi2::Phi2;
 use crate::lm::phi3::Phi3;
 use crate::lm::qwen2::Qwen2;
 use crate::lm::{KvCache, LanguageModel};
 use crate::model::{FeatureCache, Inner, ModelInfo, Runtime, DEFAULT_FEATURE_CACHE_BYTES};
 use crate::projector::Projector;
-use crate::vision::{VisionAct, VisionConfig, VisionTower};
 
 const MMPROJ_PREFIX: &str = "mmproj-";
 
@@ -122,11 +121,9 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         }
     };
 
-    let vision_config = vision_config(&vision_file)?;
-    let dense = dequantize_all(&vision_file)?;
-    let vb = VarBuilder::from_tensors(dense, DType::F32, &Device::Cpu);
-    let vision = VisionTower::load(&vision_config, vb.pp("tower"))?;
-    let projector = Projector::load(vision_config.hidden_size, lm.hidden_size(), vb.pp("mm"))?;
+    let vision = load_vision_tower(&vision_file)?;
+    let vision_config = vision.config().clone();
+    let projector = projector(&vision_file, vision_config.hidden_size, lm.hidden_size())?;
 
     let mut eos_token_ids = Vec::new();
     if let Ok(id) = lm_file.usize("tokenizer.ggml.eos_token_id") {
@@ -214,79 +211,17 @@ fn warm_up(lm: &dyn LanguageModel) -> Result<(), EngineError> {
     Ok(())
 }
 
-fn vision_config(file: &GgufFile) -> Result<VisionConfig, EngineError> {
-    Ok(VisionConfig {
-        hidden_size: file.usize("clip.vision.embedding_length")?,
-        intermediate_size: file.usize("clip.vision.feed_forward_length")?,
-        num_attention_heads: file.usize("clip.vision.attention.head_count")?,
-        num_layers: file.usize("clip.vision.block_count")?,
-        image_size: file.usize("clip.vision.image_size")?,
-        patch_size: file.usize("clip.vision.patch_size")?,
-        layer_norm_eps: file.f64_or("clip.vision.attention.layer_norm_epsilon", 1e-6)?,
-        hidden_act: VisionAct::GeluTanh,
-    })
-}
-
-/// Every mmproj tensor widened to f32 under the Hugging Face names the vision and
-/// projector code read (`tower.…` for SigLIP, `mm.0` / `mm.2` for the projector).
-fn dequantize_all(file: &GgufFile) -> Result<HashMap<String, Tensor>, EngineError> {
-    let names: Vec<String> = file.content().tensor_infos.keys().cloned().collect();
-    let mut out = HashMap::with_capacity(names.len());
-    for name in names {
-        let Some(hf) = hf_vision_name(&name) else {
-            continue;
-        };
-        out.insert(hf, file.f32(&name)?);
-    }
-    Ok(out)
-}
-
-fn hf_vision_name(gguf: &str) -> Option<String> {
-    if let Some(rest) = gguf.strip_prefix("mm.") {
-        return Some(format!("mm.{rest}"));
-    }
-    let (stem, kind) = gguf.rsplit_once('.')?;
-    let hf = match stem {
-        "v.patch_embd" => "embeddings.patch_embedding".to_string(),
-        "v.position_embd" => "embeddings.position_embedding".to_string(),
-        _ => {
-            let rest = stem.strip_prefix("v.blk.")?;
-            let (layer, part) = rest.split_once('.')?;
-            let part = match part {
-                "ln1" => "layer_norm1",
-                "ln2" => "layer_norm2",
-                "attn_q" => "self_attn.q_proj",
-                "attn_k" => "self_attn.k_proj",
-                "attn_v" => "self_attn.v_proj",
-                "attn_out" => "self_attn.out_proj",
-                "ffn_up" => "mlp.fc1",
-                "ffn_down" => "mlp.fc2",
-                _ => return None,
-            };
-            format!("encoder.layers.{layer}.{part}")
-        }
+/// The `mlp2x_gelu` projector (`mm.0`, `mm.2`), widened to f32: it is small, and exact
+/// f32 keeps its output, the language model's input, as close to the checkpoint's.
+fn projector(file: &GgufFile, in_dim: usize, out_dim: usize) -> Result<Projector, EngineError> {
+    let dense = |name: &str, in_dim: usize| -> Result<Linear, EngineError> {
+        let weight = format!("{name}.weight");
+        file.expect_matrix(&weight, (out_dim, in_dim))?;
+        let bias = file.bias(&format!("{name}.bias"), out_dim)?;
+        Ok(Linear::dense(file.f32(&weight)?, Some(bias)))
     };
-    Some(format!("tower.{hf}.{kind}"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn clip_names_map_onto_the_siglip_layout() {
-        assert_eq!(
-            hf_vision_name("v.blk.3.attn_out.bias").as_deref(),
-            Some("tower.encoder.layers.3.self_attn.out_proj.bias")
-        );
-        assert_eq!(
-            hf_vision_name("v.patch_embd.weight").as_deref(),
-            Some("tower.embeddings.patch_embedding.weight")
-        );
-        assert_eq!(
-            hf_vision_name("mm.2.weight").as_deref(),
-            Some("mm.2.weight")
-        );
-        assert_eq!(hf_vision_name("v.blk.0.unknown.weight"), None);
-    }
+    Ok(Projector::from_linears(
+        dense("mm.0", in_dim)?,
+        dense("mm.2", out_dim)?,
+    ))
 }

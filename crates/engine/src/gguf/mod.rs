@@ -4,6 +4,8 @@
 mod file;
 pub(crate) mod load;
 mod spm;
+mod vision_weights;
 
 pub use file::{GgufFile, TensorBytes};
 pub use load::find_mmproj;
+pub use vision_weights::load_vision_tower;

@@ -18,12 +18,17 @@ mod q4_k;
 mod q4_k_scalar;
 #[cfg(target_arch = "x86_64")]
 mod q4_k_x86;
+mod q8_0;
+mod q8_0_acts;
+#[cfg(target_arch = "x86_64")]
+mod q8_0_x86;
 mod tier;
 
 pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
 pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
 pub use q4_k::{Q4KMatrix, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
+pub use q8_0::{Q8_0Matrix, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};
 pub use tier::Tier;
 
 /// Whether [`Q4_0Matrix`] beats candle's `QMatMul` for Q4_0 on this target: everywhere
@@ -76,6 +81,26 @@ pub enum KernelError {
         expected: usize,
         found: usize,
     },
+
+    #[error(
+        "a Q8_0 matrix stored as GGML blocks needs a column count that is a positive \
+         multiple of 32, got {cols}; the tensor is not Q8_0 or its shape is wrong"
+    )]
+    BadQ8_0Columns { cols: usize },
+
+    #[error(
+        "a {rows}x{cols} Q8_0 matrix needs {expected} bytes of blocks, got {found}; \
+         the file is truncated or the tensor's type or shape is wrong"
+    )]
+    WrongQ8_0ByteCount {
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
+    },
+
+    #[error("a {rows}x{cols} weight matrix is empty; the tensor's shape is wrong")]
+    EmptyMatrix { rows: usize, cols: usize },
 
     #[error("{len} input values do not split into rows of {cols}; the activation width is wrong")]
     BadInput { len: usize, cols: usize },
