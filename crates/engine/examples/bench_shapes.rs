@@ -121,7 +121,9 @@ fn main() -> Result<()> {
     }
     if args.matmul {
         pool.install(|| bench_matmuls(args.runs, &args.prompts))?;
-        pool.install(|| bench_decode_sweep(args.runs))?;
+        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+            pool.install(|| bench_decode_sweep(dtype, args.runs))?;
+        }
     }
     let mixes = [
         Mix {
@@ -203,10 +205,10 @@ fn bench_matmuls(runs: usize, prompts: &[usize]) -> Result<()> {
 /// Layers in the decode sweep: 32 Phi-2 layers of Q4_K are 1.4 GB, far beyond any cache.
 const SWEEP_LAYERS: usize = 32;
 
-/// One decode step's Q4_K matmuls (m = 1) over 32 different Phi-2-sized layers, so the
-/// weights come from memory as in real decoding (one repeated matrix would sit in L3):
-/// candle's `QMatMul` against the engine's `Linear` on the same `QTensor`s.
-fn bench_decode_sweep(runs: usize) -> Result<()> {
+/// One decode step's matmuls (m = 1) over 32 different Phi-2-sized layers of `dtype`, so
+/// the weights come from memory as in real decoding (one repeated matrix would sit in
+/// L3): candle's `QMatMul` against the engine's `Linear` on the same `QTensor`s.
+fn bench_decode_sweep(dtype: GgmlDType, runs: usize) -> Result<()> {
     use candle_core::quantized::ggml_file::qtensor_from_ggml;
     let shapes = [
         ("qkv", HIDDEN, 3 * HIDDEN),
@@ -214,7 +216,6 @@ fn bench_decode_sweep(runs: usize) -> Result<()> {
         ("fc1", HIDDEN, MLP),
         ("fc2", MLP, HIDDEN),
     ];
-    let dtype = GgmlDType::Q4K;
     let mut layers: Vec<(Tensor, QMatMul, Linear)> = Vec::new();
     let mut bytes = 0;
     for (_, k, n) in shapes {

@@ -7,7 +7,9 @@ use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use crate::kernels::{BlockBytes, Q4KMatrix, Q4_0Matrix, Q8_0Matrix, Tier, OWN_Q4_0_IS_FASTER};
+use crate::kernels::{
+    BlockBytes, Q4KMatrix, Q4_0Matrix, Q6KMatrix, Q8_0Matrix, Tier, OWN_Q4_0_IS_FASTER,
+};
 
 /// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
 #[derive(Debug, Clone)]
@@ -22,6 +24,11 @@ pub enum Weight {
     Q4K {
         candle: QMatMul,
         own: Arc<Q4KMatrix>,
+    },
+    /// Q6_K, split between candle and our own matvec as for Q4_K.
+    Q6K {
+        candle: QMatMul,
+        own: Arc<Q6KMatrix>,
     },
 }
 
@@ -50,6 +57,15 @@ impl Linear {
         if let Some(own) = own_q4_k(&weight) {
             return Self {
                 weight: Weight::Q4K {
+                    candle: weight,
+                    own: Arc::new(own),
+                },
+                bias,
+            };
+        }
+        if let Some(own) = own_q6_k(&weight) {
+            return Self {
+                weight: Weight::Q6K {
                     candle: weight,
                     own: Arc::new(own),
                 },
@@ -115,34 +131,48 @@ fn own_q4_0(weight: &QMatMul) -> Option<Q4_0Matrix> {
     Q4_0Matrix::new(bytes, rows, cols).ok()
 }
 
-/// The Q4_K blocks of `weight` as our own matrix, where our decode matvec is the faster
-/// one: x86_64 with AVX2 or better (elsewhere candle has NEON tiles, or ours would run
-/// its scalar loop).
-fn own_q4_k(weight: &QMatMul) -> Option<Q4KMatrix> {
+/// `weight`'s CPU tensor of type `dtype`, with its shape, where our K-quant decode
+/// matvecs are the faster ones: x86_64 with AVX2 or better (elsewhere candle has NEON
+/// tiles, or ours would run their scalar loops).
+fn own_k_quant(weight: &QMatMul, dtype: GgmlDType) -> Option<(BlockBytes, usize, usize)> {
     let QMatMul::QTensor(q) = weight else {
         return None;
     };
-    if !cfg!(target_arch = "x86_64") || Tier::best() == Tier::Scalar || q.dtype() != GgmlDType::Q4K
-    {
+    if !cfg!(target_arch = "x86_64") || Tier::best() == Tier::Scalar || q.dtype() != dtype {
         return None;
     }
     let (rows, cols) = q.shape().dims2().ok()?;
-    Q4KMatrix::new(BlockBytes::from_qtensor(q.clone())?, rows, cols).ok()
+    Some((BlockBytes::from_qtensor(q.clone())?, rows, cols))
 }
 
-/// One activation row through our Q4_K matvec; any other input through candle.
-fn q4_k_forward(candle: &QMatMul, own: &Q4KMatrix, xs: &Tensor) -> Result<Tensor> {
+fn own_q4_k(weight: &QMatMul) -> Option<Q4KMatrix> {
+    let (bytes, rows, cols) = own_k_quant(weight, GgmlDType::Q4K)?;
+    Q4KMatrix::new(bytes, rows, cols).ok()
+}
+
+fn own_q6_k(weight: &QMatMul) -> Option<Q6KMatrix> {
+    let (bytes, rows, cols) = own_k_quant(weight, GgmlDType::Q6K)?;
+    Q6KMatrix::new(bytes, rows, cols).ok()
+}
+
+/// One activation row of `cols` values through `matvec`; any other input through candle.
+fn decode_row_forward(
+    candle: &QMatMul,
+    (rows, cols): (usize, usize),
+    matvec: impl Fn(&[f32]) -> std::result::Result<Vec<f32>, crate::kernels::KernelError>,
+    xs: &Tensor,
+) -> Result<Tensor> {
     let dims = xs.dims();
     let Some((&k, batch)) = dims.split_last() else {
         candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
     };
-    if batch.iter().product::<usize>() != 1 || k != own.cols() {
+    if batch.iter().product::<usize>() != 1 || k != cols {
         return candle.forward(xs);
     }
     let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let ys = own.matvec(&x).map_err(candle_core::Error::wrap)?;
+    let ys = matvec(&x).map_err(candle_core::Error::wrap)?;
     let mut out_dims = batch.to_vec();
-    out_dims.push(own.rows());
+    out_dims.push(rows);
     Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
 }
 
@@ -188,7 +218,12 @@ impl Module for Linear {
             Weight::Candle(w) => w.forward(xs)?,
             Weight::Q4_0(w) => q4_0_forward(w, xs)?,
             Weight::Q8_0(w) => q8_0_forward(w, xs)?,
-            Weight::Q4K { candle, own } => q4_k_forward(candle, own, xs)?,
+            Weight::Q4K { candle, own } => {
+                decode_row_forward(candle, (own.rows(), own.cols()), |x| own.matvec(x), xs)?
+            }
+            Weight::Q6K { candle, own } => {
+                decode_row_forward(candle, (own.rows(), own.cols()), |x| own.matvec(x), xs)?
+            }
         };
         match &self.bias {
             Some(b) => ys.broadcast_add(b),

@@ -1,30 +1,54 @@
-//! Our Q4_K decode matvec against candle's own `QMatMul` on the same `QTensor`, against
-//! candle's dequantized weights, on every instruction-set tier this CPU runs and on the
-//! portable scalar path; and the linear layer's routing of decode rows to it.
+//! Our Q4_K and Q6_K decode matvecs against candle's own `QMatMul` on the same
+//! `QTensor`, against candle's dequantized weights, on every instruction-set tier this
+//! CPU runs and on the portable scalar path; and the linear layer's routing of decode
+//! rows to them.
 
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use impchat_engine::kernels::{BlockBytes, KernelError, Q4KMatrix, Tier, Q4_K_BLOCK_BYTES};
+use impchat_engine::kernels::{
+    BlockBytes, KernelError, Q4KMatrix, Q6KMatrix, Tier, Q4_K_BLOCK_BYTES, Q6_K_BLOCK_BYTES,
+};
 use impchat_engine::linear::{Linear, Weight};
 
 /// `(rows, cols)`: rows that are not a multiple of the 4-row kernel nor of a parallel
 /// task, one super-block per row up to Phi-2's 10240-wide `fc2`.
 const SHAPES: [(usize, usize); 5] = [(37, 256), (96, 512), (133, 2560), (5, 768), (64, 10240)];
 
+const DTYPES: [GgmlDType; 2] = [GgmlDType::Q4K, GgmlDType::Q6K];
+
+/// Our matrix for either block type.
+enum Matrix {
+    Q4K(Q4KMatrix),
+    Q6K(Q6KMatrix),
+}
+
+impl Matrix {
+    fn matvec_with(&self, tier: Tier, x: &[f32]) -> Result<Vec<f32>, KernelError> {
+        match self {
+            Matrix::Q4K(m) => m.matvec_with(tier, x),
+            Matrix::Q6K(m) => m.matvec_with(tier, x),
+        }
+    }
+
+    fn matvec(&self, x: &[f32]) -> Result<Vec<f32>, KernelError> {
+        self.matvec_with(Tier::best(), x)
+    }
+}
+
 struct Case {
     tensor: Arc<QTensor>,
-    matrix: Q4KMatrix,
+    matrix: Matrix,
     /// candle's dequantization of the same blocks, row-major `rows x cols`.
     weights: Vec<f32>,
     cols: usize,
 }
 
-fn case(rows: usize, cols: usize, seed: u64) -> Case {
+fn case(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> Case {
     let device = Device::Cpu;
     let w = Tensor::from_vec(gaussian(rows * cols, seed), (rows, cols), &device).unwrap();
-    let tensor = Arc::new(QTensor::quantize(&w, GgmlDType::Q4K).unwrap());
+    let tensor = Arc::new(QTensor::quantize(&w, dtype).unwrap());
     let weights = tensor
         .dequantize(&device)
         .unwrap()
@@ -33,7 +57,10 @@ fn case(rows: usize, cols: usize, seed: u64) -> Case {
         .to_vec1()
         .unwrap();
     let bytes = BlockBytes::from_qtensor(tensor.clone()).expect("a CPU tensor lends its bytes");
-    let matrix = Q4KMatrix::new(bytes, rows, cols).unwrap();
+    let matrix = match dtype {
+        GgmlDType::Q4K => Matrix::Q4K(Q4KMatrix::new(bytes, rows, cols).unwrap()),
+        _ => Matrix::Q6K(Q6KMatrix::new(bytes, rows, cols).unwrap()),
+    };
     Case {
         tensor,
         matrix,
@@ -106,8 +133,11 @@ fn tiers() -> Vec<Tier> {
 
 #[test]
 fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier() {
-    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
-        let c = case(rows, cols, i as u64);
+    for (dtype, (i, &(rows, cols))) in DTYPES
+        .iter()
+        .flat_map(|&d| SHAPES.iter().enumerate().map(move |s| (d, s)))
+    {
+        let c = case(dtype, rows, cols, i as u64);
         let x = activations(cols);
         let expected = reference(&c, &quantized(&x));
         for tier in tiers() {
@@ -119,7 +149,7 @@ fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier()
                 let err = (f64::from(g) - e).abs();
                 assert!(
                     err <= 1e-5 * scale + 1e-7,
-                    "{tier:?} {rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
+                    "{dtype:?} {tier:?} {rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
                 );
             }
         }
@@ -128,8 +158,11 @@ fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier()
 
 #[test]
 fn matvec_is_close_to_the_f32_product_with_the_dequantized_weights() {
-    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
-        let c = case(rows, cols, 10 + i as u64);
+    for (dtype, (i, &(rows, cols))) in DTYPES
+        .iter()
+        .flat_map(|&d| SHAPES.iter().enumerate().map(move |s| (d, s)))
+    {
+        let c = case(dtype, rows, cols, 10 + i as u64);
         let x = activations(cols);
         let expected = reference(&c, &x);
         let got = c.matrix.matvec(&x).unwrap();
@@ -139,7 +172,7 @@ fn matvec_is_close_to_the_f32_product_with_the_dequantized_weights() {
             let err = (f64::from(g) - e).abs();
             assert!(
                 err <= 1e-2 * scale,
-                "{rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
+                "{dtype:?} {rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
             );
         }
     }
@@ -147,8 +180,11 @@ fn matvec_is_close_to_the_f32_product_with_the_dequantized_weights() {
 
 #[test]
 fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
-    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
-        let c = case(rows, cols, 20 + i as u64);
+    for (dtype, (i, &(rows, cols))) in DTYPES
+        .iter()
+        .flat_map(|&d| SHAPES.iter().enumerate().map(move |s| (d, s)))
+    {
+        let c = case(dtype, rows, cols, 20 + i as u64);
         let x = activations(cols);
         let xs = Tensor::from_vec(x.clone(), (1, cols), &Device::Cpu).unwrap();
         let theirs: Vec<f32> = QMatMul::from_arc(c.tensor.clone())
@@ -168,7 +204,7 @@ fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
                 let err = f64::from((o - t).abs());
                 assert!(
                     err <= 2e-3 * scale + 1e-6,
-                    "{tier:?} {rows}x{cols} row {r}: ours {o}, candle {t}"
+                    "{dtype:?} {tier:?} {rows}x{cols} row {r}: ours {o}, candle {t}"
                 );
             }
         }
@@ -177,7 +213,7 @@ fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
 
 #[test]
 fn wrong_sizes_are_clear_errors() {
-    let c = case(8, 512, 3);
+    let c = case(GgmlDType::Q4K, 8, 512, 3);
     let bytes = c.tensor.data().unwrap().into_owned();
     let short = BlockBytes::Owned(bytes[..bytes.len() - 1].to_vec());
     let err = Q4KMatrix::new(short, 8, 512).unwrap_err();
@@ -207,42 +243,84 @@ fn wrong_sizes_are_clear_errors() {
 }
 
 #[test]
-fn linear_runs_decode_rows_on_our_kernel_over_candles_bytes_and_prefill_on_candle() {
-    let c = case(40, 512, 7);
-    let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
-    let linear = Linear::from_qmatmul(candle.clone(), None);
-    let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
-    match linear.weight() {
-        Weight::Q4K { own, .. } => {
-            assert!(ours_expected, "our Q4_K kernel is wired where it is slower");
+fn q6_k_wrong_sizes_are_clear_errors() {
+    let c = case(GgmlDType::Q6K, 8, 512, 4);
+    let mut bytes = c.tensor.data().unwrap().into_owned();
+    bytes.push(0);
+    let err = Q6KMatrix::new(BlockBytes::Owned(bytes.clone()), 8, 512).unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::Q6KWrongByteCount {
+            rows: 8,
+            cols: 512,
+            expected: 8 * 2 * Q6_K_BLOCK_BYTES,
+            found: 8 * 2 * Q6_K_BLOCK_BYTES + 1,
+        }
+    );
+    assert!(err.to_string().contains("Q6_K"), "{err}");
+    assert_eq!(
+        Q6KMatrix::new(BlockBytes::Owned(bytes), 8, 128).unwrap_err(),
+        KernelError::Q6KBadColumns { cols: 128 }
+    );
+    assert_eq!(
+        c.matrix.matvec(&[0.0; 768]).unwrap_err(),
+        KernelError::BadInput {
+            len: 768,
+            cols: 512
+        }
+    );
+}
+
+#[test]
+fn linear_runs_decode_rows_on_our_kernels_over_candles_bytes_and_prefill_on_candle() {
+    for dtype in DTYPES {
+        let c = case(dtype, 40, 512, 7);
+        let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
+        let linear = Linear::from_qmatmul(candle.clone(), None);
+        let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
+        let own_bytes = match (linear.weight(), dtype) {
+            (Weight::Q4K { own, .. }, GgmlDType::Q4K) => Some(own.bytes()),
+            (Weight::Q6K { own, .. }, GgmlDType::Q6K) => Some(own.bytes()),
+            _ => None,
+        };
+        assert_eq!(
+            own_bytes.is_some(),
+            ours_expected,
+            "{dtype:?}: got {:?}",
+            linear.weight()
+        );
+        if let Some(bytes) = own_bytes {
             let lent = c.tensor.data().unwrap();
             assert_eq!(
-                own.bytes().as_slice().as_ptr(),
+                bytes.as_slice().as_ptr(),
                 lent.as_ptr(),
-                "Q4_K blocks were copied"
+                "{dtype:?} blocks were copied"
             );
         }
-        other => assert!(!ours_expected, "expected our Q4_K matvec, got {other:?}"),
-    }
 
-    let one = Tensor::from_vec(activations(512), (1, 1, 512), &Device::Cpu).unwrap();
-    let got = linear.forward(&one).unwrap();
-    assert_eq!(got.dims(), [1, 1, 40]);
-    if ours_expected {
-        let mine = c.matrix.matvec(&activations(512)).unwrap();
-        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mine);
-    }
+        let x = activations(512);
+        let one = Tensor::from_vec(x.clone(), (1, 1, 512), &Device::Cpu).unwrap();
+        let got = linear.forward(&one).unwrap();
+        assert_eq!(got.dims(), [1, 1, 40]);
+        if ours_expected {
+            let mine = c.matrix.matvec(&x).unwrap();
+            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mine);
+        }
 
-    let many = Tensor::randn(0f32, 1.0, (1, 5, 512), &Device::Cpu).unwrap();
-    let got = linear.forward(&many).unwrap();
-    let theirs = candle.forward(&many).unwrap();
-    let diff: f32 = (got - theirs)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar()
-        .unwrap();
-    assert_eq!(diff, 0.0, "several rows must go through candle unchanged");
+        let many = Tensor::randn(0f32, 1.0, (1, 5, 512), &Device::Cpu).unwrap();
+        let got = linear.forward(&many).unwrap();
+        let theirs = candle.forward(&many).unwrap();
+        let diff: f32 = (got - theirs)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert_eq!(
+            diff, 0.0,
+            "{dtype:?}: several rows must go through candle unchanged"
+        );
+    }
 }

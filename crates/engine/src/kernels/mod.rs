@@ -18,6 +18,10 @@ mod q4_k;
 mod q4_k_scalar;
 #[cfg(target_arch = "x86_64")]
 mod q4_k_x86;
+mod q6_k;
+mod q6_k_scalar;
+#[cfg(target_arch = "x86_64")]
+mod q6_k_x86;
 mod q8_0;
 mod q8_0_acts;
 #[cfg(target_arch = "x86_64")]
@@ -28,6 +32,7 @@ pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
 pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
 pub use q4_k::{Q4KMatrix, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
+pub use q6_k::{Q6KMatrix, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
 pub use q8_0::{Q8_0Matrix, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};
 pub use tier::Tier;
 
@@ -76,6 +81,23 @@ pub enum KernelError {
          the file is truncated or the tensor's type or shape is wrong"
     )]
     Q4KWrongByteCount {
+        rows: usize,
+        cols: usize,
+        expected: usize,
+        found: usize,
+    },
+
+    #[error(
+        "a Q6_K matrix needs a column count that is a positive multiple of 256, got {cols}; \
+         the tensor is not Q6_K or its shape is wrong"
+    )]
+    Q6KBadColumns { cols: usize },
+
+    #[error(
+        "a {rows}x{cols} Q6_K matrix needs {expected} bytes of blocks, got {found}; \
+         the file is truncated or the tensor's type or shape is wrong"
+    )]
+    Q6KWrongByteCount {
         rows: usize,
         cols: usize,
         expected: usize,

@@ -94,7 +94,7 @@ impl Q4KMatrix {
                 cols: self.cols,
             });
         }
-        if !tier_runs_q4_k(tier) {
+        if !tier_runs_k_quants(tier) {
             return Err(KernelError::TierUnavailable { tier });
         }
         let order = if tier == Tier::Avx512Vnni {
@@ -102,7 +102,7 @@ impl Q4KMatrix {
         } else {
             SubBlockOrder::Natural
         };
-        let acts = Q8KRow::quantize(x, order);
+        let acts = Q8KRow::quantize(x, order, SUB_BLOCK);
         let row_bytes = self.row_bytes();
         let mut out = vec![0f32; self.rows];
         out.par_chunks_mut(TASK_ROWS)
@@ -114,7 +114,7 @@ impl Q4KMatrix {
 
 /// Whether `tier` can run here; the AVX-512 kernel also needs AVX512-BW, which every
 /// AVX512-VNNI CPU has, but it is checked rather than assumed.
-fn tier_runs_q4_k(tier: Tier) -> bool {
+pub(crate) fn tier_runs_k_quants(tier: Tier) -> bool {
     #[cfg(target_arch = "x86_64")]
     if tier == Tier::Avx512Vnni && !std::is_x86_feature_detected!("avx512bw") {
         return false;
@@ -158,35 +158,41 @@ pub(crate) enum SubBlockOrder {
 /// Where natural sub-block `s` sits in [`SubBlockOrder::Paired`] (an involution).
 const PAIRED: [usize; SUB_BLOCKS] = [0, 2, 1, 3, 4, 6, 5, 7];
 
-/// One activation row in int8, GGML's Q8_K scheme with sums per sub-block:
-/// `x ≈ scales[b] * qs[i]` over super-block `b`.
+/// One activation row in int8, GGML's Q8_K scheme with sums over groups of
+/// `sum_width` values: `x ≈ scales[b] * qs[i]` over super-block `b`.
 pub(crate) struct Q8KRow {
     pub order: SubBlockOrder,
     /// `cols` values, sub-blocks in `order`.
     pub qs: Vec<i8>,
-    /// `Σ qs` of each sub-block, in natural order (`|Σ| ≤ 32 · 127` fits an i16).
+    pub sum_width: usize,
+    /// `Σ qs` of each group of `sum_width` values (32 for Q4_K's sub-blocks, 16 for
+    /// Q6_K's), in natural order (`|Σ| ≤ 32 · 127` fits an i16).
     pub sums: Vec<i16>,
     /// One scale per super-block.
     pub scales: Vec<f32>,
 }
 
 impl Q8KRow {
-    /// Quantizes `x` (a multiple of 256 values).
-    pub fn quantize(x: &[f32], order: SubBlockOrder) -> Self {
+    /// Quantizes `x` (a multiple of 256 values), with sums over `sum_width` (a divisor
+    /// of 32) values.
+    pub fn quantize(x: &[f32], order: SubBlockOrder, sum_width: usize) -> Self {
         debug_assert!(x.len().is_multiple_of(Q4_K_BLOCK_VALUES));
+        debug_assert!(SUB_BLOCK.is_multiple_of(sum_width));
+        let per_sub_block = SUB_BLOCK / sum_width;
         let mut qs = vec![0i8; x.len()];
-        let mut sums = vec![0i16; x.len() / SUB_BLOCK];
+        let mut sums = vec![0i16; x.len() / sum_width];
         let mut scales = vec![0f32; x.len() / Q4_K_BLOCK_VALUES];
         for (((x, qs), sums), scale) in x
             .chunks_exact(Q4_K_BLOCK_VALUES)
             .zip(qs.chunks_exact_mut(Q4_K_BLOCK_VALUES))
-            .zip(sums.chunks_exact_mut(SUB_BLOCKS))
+            .zip(sums.chunks_exact_mut(SUB_BLOCKS * per_sub_block))
             .zip(scales.iter_mut())
         {
             let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
             let d = amax / 127.0;
             let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            for (s, (x, sum)) in x.chunks_exact(SUB_BLOCK).zip(sums.iter_mut()).enumerate() {
+            let sub_block_sums = sums.chunks_exact_mut(per_sub_block);
+            for (s, (x, sums)) in x.chunks_exact(SUB_BLOCK).zip(sub_block_sums).enumerate() {
                 let at = match order {
                     SubBlockOrder::Natural => s,
                     SubBlockOrder::Paired => PAIRED[s],
@@ -196,13 +202,16 @@ impl Q8KRow {
                     // `as` saturates (and maps NaN to 0), so the result always fits an i8.
                     *q = round_small(v * inv) as i8;
                 }
-                *sum = q.iter().map(|&q| i16::from(q)).sum();
+                for (sum, q) in sums.iter_mut().zip(q.chunks_exact(sum_width)) {
+                    *sum = q.iter().map(|&q| i16::from(q)).sum();
+                }
             }
             *scale = d;
         }
         Self {
             order,
             qs,
+            sum_width,
             sums,
             scales,
         }
@@ -292,8 +301,8 @@ mod tests {
     #[test]
     fn paired_order_moves_sub_blocks_and_keeps_sums_natural() {
         let x: Vec<f32> = (0..256).map(|i| (i / 32) as f32 + 1.0).collect();
-        let natural = Q8KRow::quantize(&x, SubBlockOrder::Natural);
-        let paired = Q8KRow::quantize(&x, SubBlockOrder::Paired);
+        let natural = Q8KRow::quantize(&x, SubBlockOrder::Natural, SUB_BLOCK);
+        let paired = Q8KRow::quantize(&x, SubBlockOrder::Paired, SUB_BLOCK);
         assert_eq!(natural.sums, paired.sums);
         for (s, &paired_at) in PAIRED.iter().enumerate() {
             let at = paired_at * SUB_BLOCK;

@@ -7,7 +7,7 @@ use super::q4_k::{
 
 /// `Σ_i w[i] * x[i]` for one weight row and an activation row in natural sub-block order.
 pub(crate) fn dot_row(row: &[u8], acts: &Q8KRow) -> f32 {
-    assert!(acts.order == SubBlockOrder::Natural);
+    assert!(acts.order == SubBlockOrder::Natural && acts.sum_width == SUB_BLOCK);
     row.chunks_exact(Q4_K_BLOCK_BYTES)
         .zip(acts.qs.chunks_exact(Q4_K_BLOCK_VALUES))
         .zip(acts.sums.chunks_exact(SUB_BLOCKS))

@@ -237,7 +237,7 @@ pub(crate) fn dot_rows<const R: usize>(
     let blocks = acts.scales.len();
     assert!(row_bytes == blocks * Q4_K_BLOCK_BYTES && w.len() >= R * row_bytes);
     assert!(acts.qs.len() == blocks * Q4_K_BLOCK_VALUES);
-    assert!(acts.sums.len() == blocks * SUB_BLOCKS);
+    assert!(acts.sum_width == SUB_BLOCK && acts.sums.len() == blocks * SUB_BLOCKS);
     let (w, qs, sums, scales) = (
         w.as_ptr(),
         acts.qs.as_ptr(),
