@@ -22,7 +22,7 @@ use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::Module;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use impchat_engine::gguf::GgufFile;
+use impchat_engine::gguf::{load_vision_tower, GgufFile};
 use impchat_engine::linear::Linear;
 use impchat_engine::lm::phi2::Phi2;
 use impchat_engine::lm::{KvCache, LanguageModel};
@@ -269,13 +269,33 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs[xs.len() / 2]
 }
 
+/// The tower as the safetensors path builds it (dense f32, the reference), then as a GGUF
+/// mmproj loads it (F16 file → linears on the Q8_0 kernel), both with the f32 projector.
 fn bench_vision(runs: usize) -> Result<()> {
     let config = VisionConfig::siglip_so400m(196);
     let varmap = VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let tower = VisionTower::load(&config, vb.pp("tower"))?;
+    let dense = VisionTower::load(&config, vb.pp("tower"))?;
     let projector = Projector::load(config.hidden_size, HIDDEN, vb.pp("mm"))?;
-    let pixels = Tensor::randn(0f32, 0.5, (1, 3, 196, 196), &Device::Cpu)?;
+    time_vision("f32 (safetensors path)", &dense, &projector, runs)?;
+    drop(dense);
+
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("mmproj-random-f16.gguf");
+    write_mmproj(&path, &config)?;
+    let started = Instant::now();
+    let q8 = load_vision_tower(&GgufFile::open(&path)?)?;
+    println!(
+        "vision Q8_0 tower loaded from an F16 mmproj in {:.1} s [load {}]",
+        started.elapsed().as_secs_f64(),
+        loadavg()
+    );
+    time_vision("Q8_0 (GGUF path)", &q8, &projector, runs)
+}
+
+fn time_vision(name: &str, tower: &VisionTower, projector: &Projector, runs: usize) -> Result<()> {
+    let size = tower.config().image_size;
+    let pixels = Tensor::randn(0f32, 0.5, (1, 3, size, size), &Device::Cpu)?;
     projector.forward(&tower.forward(&pixels)?)?;
     let mut times = Vec::new();
     for _ in 0..runs {
@@ -285,10 +305,81 @@ fn bench_vision(runs: usize) -> Result<()> {
         times.push(started.elapsed().as_secs_f64());
     }
     println!(
-        "vision f32, 196 px ({} layers + projector): encode median {:.2} s (llama.cpp F16: 0.95 s)",
-        config.num_layers,
-        median(times)
+        "vision {name}, {size} px ({} layers + projector): encode median {:.3} s, fastest {:.3} s \
+         (llama.cpp F16: 0.65 s), tower weights {:.0} MB [load {}]",
+        tower.config().num_layers,
+        median(times.clone()),
+        times.iter().copied().fold(f64::INFINITY, f64::min),
+        tower.weight_bytes() as f64 / 1e6,
+        loadavg()
     );
+    Ok(())
+}
+
+/// An mmproj with llama.cpp's clip names and F16 matrices, as `impchat convert` writes it
+/// (the projector is 2-layer at Phi-2's width); one random tensor per shape is written
+/// under every layer's name.
+fn write_mmproj(path: &std::path::Path, cfg: &VisionConfig) -> Result<()> {
+    let (h, m, p) = (cfg.hidden_size, cfg.intermediate_size, cfg.patch_size);
+    let f16 = |shape: &[usize]| -> Result<QTensor> {
+        let t = Tensor::randn(0f32, 0.02, shape, &Device::Cpu)?;
+        Ok(QTensor::quantize(&t, GgmlDType::F16)?)
+    };
+    let (patch, position) = (f16(&[h, 3, p, p])?, f16(&[cfg.num_patches(), h])?);
+    let (square, up, down) = (f16(&[h, h])?, f16(&[m, h])?, f16(&[h, m])?);
+    let (mm0, mm2) = (f16(&[HIDDEN, h])?, f16(&[HIDDEN, HIDDEN])?);
+    let (ones, zeros) = (vector(h, 1.0)?, vector(h, 0.0)?);
+    let (up_b, mm_b) = (vector(m, 0.0)?, vector(HIDDEN, 0.0)?);
+    let mut names: Vec<(String, &QTensor)> = vec![
+        ("v.patch_embd.weight".into(), &patch),
+        ("v.patch_embd.bias".into(), &zeros),
+        ("v.position_embd.weight".into(), &position),
+        ("mm.0.weight".into(), &mm0),
+        ("mm.0.bias".into(), &mm_b),
+        ("mm.2.weight".into(), &mm2),
+        ("mm.2.bias".into(), &mm_b),
+    ];
+    for i in 0..cfg.num_layers {
+        let n = |part: &str| format!("v.blk.{i}.{part}");
+        names.extend([
+            (n("ln1.weight"), &ones),
+            (n("ln1.bias"), &zeros),
+            (n("ln2.weight"), &ones),
+            (n("ln2.bias"), &zeros),
+            (n("ffn_up.weight"), &up),
+            (n("ffn_up.bias"), &up_b),
+            (n("ffn_down.weight"), &down),
+            (n("ffn_down.bias"), &zeros),
+        ]);
+        for proj in ["attn_q", "attn_k", "attn_v", "attn_out"] {
+            names.push((n(&format!("{proj}.weight")), &square));
+            names.push((n(&format!("{proj}.bias")), &zeros));
+        }
+    }
+    let u = |v: usize| gguf_file::Value::U32(v as u32);
+    let meta: Vec<(&str, gguf_file::Value)> = vec![
+        (
+            "general.architecture",
+            gguf_file::Value::String("clip".into()),
+        ),
+        ("clip.vision.embedding_length", u(h)),
+        ("clip.vision.feed_forward_length", u(m)),
+        (
+            "clip.vision.attention.head_count",
+            u(cfg.num_attention_heads),
+        ),
+        ("clip.vision.block_count", u(cfg.num_layers)),
+        ("clip.vision.image_size", u(cfg.image_size)),
+        ("clip.vision.patch_size", u(p)),
+        (
+            "clip.vision.attention.layer_norm_epsilon",
+            gguf_file::Value::F32(cfg.layer_norm_eps as f32),
+        ),
+    ];
+    let meta_refs: Vec<(&str, &gguf_file::Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = names.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
+    gguf_file::write(&mut file, &meta_refs, &tensors).context("writing the mmproj GGUF")?;
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! post-layernorm and the attention-pooling head, and feeds the projector the hidden
 //! state of the last kept layer for every patch (SigLIP has no CLS token).
 
-use candle_core::{bail, CpuStorage, CustomOp1, DType, Layout, Module, Result, Shape, Tensor};
+use candle_core::{bail, DType, Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -27,53 +27,13 @@ pub enum VisionAct {
 impl VisionAct {
     fn apply(self, xs: &Tensor) -> Result<Tensor> {
         match self {
-            VisionAct::GeluTanh
-                if xs.device().is_cpu() && xs.dtype() == DType::F32 && xs.is_contiguous() =>
-            {
-                xs.apply_op1_no_bwd(&ParallelGeluTanh)
-            }
+            // Vectorised and on every core; candle's runs scalar on one thread, which cost
+            // as much as a matmul in each of the tower's 26 MLPs.
+            VisionAct::GeluTanh if xs.device().is_cpu() => crate::kernels::gelu_tanh(xs),
             VisionAct::GeluTanh => xs.gelu(),
             VisionAct::GeluErf => xs.gelu_erf(),
         }
     }
-}
-
-/// Tanh-approximated GELU on every core. candle's CPU kernel runs it on one thread, which
-/// made it cost as much as a matmul in each of the tower's 26 MLPs.
-struct ParallelGeluTanh;
-
-impl CustomOp1 for ParallelGeluTanh {
-    fn name(&self) -> &'static str {
-        "parallel-gelu-tanh"
-    }
-
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets())
-        else {
-            bail!("parallel-gelu-tanh needs a contiguous f32 tensor");
-        };
-        let input = &data[start..end];
-        let mut output = vec![0f32; input.len()];
-        let threads = candle_core::utils::get_num_threads().max(1);
-        let chunk = input.len().div_ceil(threads).max(1 << 14);
-        std::thread::scope(|scope| {
-            for (src, dst) in input.chunks(chunk).zip(output.chunks_mut(chunk)) {
-                scope.spawn(move || {
-                    for (y, &x) in dst.iter_mut().zip(src) {
-                        *y = gelu_tanh(x);
-                    }
-                });
-            }
-        });
-        Ok((CpuStorage::F32(output), layout.shape().clone()))
-    }
-}
-
-/// `0.5·x·(1 + tanh(u))` written as `x·σ(2u)`: one `exp`, no cancellation for large |x|.
-fn gelu_tanh(x: f32) -> f32 {
-    const SQRT_2_OVER_PI: f32 = 0.797_884_6;
-    let u = SQRT_2_OVER_PI * (x + 0.044_715 * x * x * x);
-    x / (1.0 + (-2.0 * u).exp())
 }
 
 /// What the vision tower needs to know; `num_layers` counts the layers Imp **keeps**.

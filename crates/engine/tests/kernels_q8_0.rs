@@ -278,7 +278,35 @@ fn q8_0_linear_matches_the_dense_layer_on_its_dequantized_weights() {
         .to_scalar()
         .unwrap();
     assert!(diff < 1e-4, "differs by {diff}");
+    // A strided view (here a transpose) is read like its contiguous copy.
+    let strided = x.transpose(0, 1).unwrap();
+    let from_view = ours.forward(&strided).unwrap();
+    let from_copy = ours.forward(&strided.contiguous().unwrap()).unwrap();
+    assert_eq!(
+        from_view.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        from_copy.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+
     let wrong = Tensor::zeros((1, 3, k + 1), candle_core::DType::F32, &device).unwrap();
     let err = ours.forward(&wrong).unwrap_err().to_string();
     assert!(err.contains("expects 56 input features"), "{err}");
+}
+
+#[test]
+fn a_bias_of_the_wrong_length_is_refused() {
+    let matrix = Q8_0Matrix::quantize(3, 32, |_, row| row.fill(1.0)).unwrap();
+    let x = vec![1.0; 32];
+    assert_eq!(
+        matrix
+            .matmul_bias(Tier::Scalar, &x, Some(&[1.0; 4]))
+            .unwrap_err(),
+        KernelError::BadBias { len: 4, rows: 3 }
+    );
+    let with_bias = matrix
+        .matmul_bias(Tier::best(), &x, Some(&[1.0, 2.0, 3.0]))
+        .unwrap();
+    // Σ 1·1 over 32 values is 32 up to the f16 weight scale's rounding (1/127 in f16).
+    for (got, want) in with_bias.iter().zip([33.0f32, 34.0, 35.0]) {
+        assert!((got - want).abs() < 0.01, "{with_bias:?}");
+    }
 }

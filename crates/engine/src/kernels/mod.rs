@@ -24,6 +24,7 @@ mod q6_k_scalar;
 mod q6_k_x86;
 mod q8_0;
 mod q8_0_acts;
+mod q8_0_tensor;
 #[cfg(target_arch = "x86_64")]
 mod q8_0_x86;
 mod tier;
@@ -120,6 +121,9 @@ pub enum KernelError {
         expected: usize,
         found: usize,
     },
+
+    #[error("a bias of {len} values does not fit a layer with {rows} outputs")]
+    BadBias { len: usize, rows: usize },
 
     #[error("a {rows}x{cols} weight matrix is empty; the tensor's shape is wrong")]
     EmptyMatrix { rows: usize, cols: usize },

@@ -204,6 +204,23 @@ impl Q8_0Matrix {
 
     /// [`Q8_0Matrix::matmul`] on a chosen tier (for tests and benchmarks).
     pub fn matmul_with(&self, tier: Tier, x: &[f32]) -> Result<Vec<f32>, KernelError> {
+        self.matmul_bias(tier, x, None)
+    }
+
+    /// `x · Wᵀ + bias` (`bias` has one value per row), the bias added as each tile is
+    /// stored rather than in another pass over the output.
+    pub fn matmul_bias(
+        &self,
+        tier: Tier,
+        x: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>, KernelError> {
+        if let Some(bias) = bias.filter(|b| b.len() != self.rows) {
+            return Err(KernelError::BadBias {
+                len: bias.len(),
+                rows: self.rows,
+            });
+        }
         if !x.len().is_multiple_of(self.cols) {
             return Err(KernelError::BadInput {
                 len: x.len(),
@@ -232,9 +249,14 @@ impl Q8_0Matrix {
                 // SAFETY: `out` has `m * n` elements and outlives the parallel loop; each
                 // task writes only rows `tokens` × columns of its own row groups, so no
                 // two tasks touch the same element.
-                unsafe {
-                    let dst = out.0.add(t * n + r0);
-                    std::ptr::copy_nonoverlapping(values.as_ptr(), dst, len);
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(t * n + r0), len) };
+                match bias {
+                    Some(bias) => {
+                        for ((d, v), b) in dst.iter_mut().zip(values).zip(&bias[r0..r0 + len]) {
+                            *d = v + b;
+                        }
+                    }
+                    None => dst.copy_from_slice(&values[..len]),
                 }
             });
         });
