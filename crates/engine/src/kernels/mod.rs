@@ -4,10 +4,12 @@
 //! [`Q4_0Matrix`] multiplies f32 activations by GGML Q4_0 blocks directly: activations
 //! are quantized once per call to int8 blocks of 32, then int8 dot products run with
 //! AVX512-VNNI, AVX-VNNI or AVX2 (picked at run time), or a portable scalar loop.
-//! The matrix reads its blocks from bytes it may not own ([`BlockBytes::Mapped`]), so a
-//! memory-mapped GGUF needs no copy.
+//! At load the blocks are repacked four rows side by side, in as many bytes as the file
+//! holds, so one AVX-512 load feeds four rows. [`attention`] is flash-style attention on
+//! f32 rows (candle builds the whole score matrix and mask).
 
 mod activations;
+mod attention;
 mod block_bytes;
 mod gelu;
 mod q4_0;
@@ -29,6 +31,7 @@ mod q8_0_tensor;
 mod q8_0_x86;
 mod tier;
 
+pub use attention::{attention, AttentionError, AttentionInput, Visibility};
 pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
 pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};

@@ -187,11 +187,8 @@ unsafe fn tile_avx512vnni<const G: usize, const T: usize>(p: TilePtrs) -> TileOu
             };
             for g in 0..G {
                 let dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(seed, lo[g], a_lo), hi[g], a_hi);
-                acc[g][t] = _mm512_fmadd_ps(
-                    _mm512_cvtepi32_ps(dot),
-                    _mm512_mul_ps(dw[g], da),
-                    acc[g][t],
-                );
+                acc[g][t] =
+                    _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[g], da), acc[g][t]);
             }
         }
     }

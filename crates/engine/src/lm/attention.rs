@@ -1,44 +1,122 @@
-//! Plain scaled dot-product attention over the KV cache, with a rectangular causal
-//! mask so that a chunk of several tokens can follow an already filled cache.
+//! Scaled dot-product attention over the KV cache. New rows see every cached key up to
+//! their own position (a chunk of several tokens can follow an already filled cache),
+//! within a sliding window if the model has one. f32 tensors on the CPU run on the
+//! engine's flash-style kernel; anything else on candle ops with an additive mask.
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
 use candle_transformers::utils::repeat_kv;
 
-/// Additive mask `(L, past + L)`: query `i` (at position `past + i`) sees key `j` iff
-/// `j <= past + i` and, with a sliding window `w`, `past + i - j <= w`.
-/// `None` when nothing needs masking (a single new token, no window in reach).
-pub fn causal_mask(
-    len: usize,
-    past: usize,
-    window: Option<usize>,
-    device: &Device,
-) -> Result<Option<Tensor>> {
-    let total = past + len;
-    let window_bites = window.is_some_and(|w| total > w + 1);
-    if len == 1 && !window_bites {
-        return Ok(None);
-    }
-    let mask: Vec<f32> = (0..len)
-        .flat_map(|i| {
-            let query_pos = past + i;
-            (0..total).map(move |j| {
-                let visible = j <= query_pos && window.is_none_or(|w| query_pos - j <= w);
-                if visible {
-                    0.0
-                } else {
-                    f32::NEG_INFINITY
-                }
+use crate::kernels::{self, AttentionInput, Visibility};
+
+/// Which keys the new rows see: row `i` sits at position `past + i` and sees keys
+/// `j <= past + i`, and with a sliding `window` only those with `past + i - j <= window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Causal {
+    pub past: usize,
+    pub window: Option<usize>,
+}
+
+impl Causal {
+    /// Additive mask `(len, past + len)` for the tensor path; `None` when nothing needs
+    /// masking (a single new token, no window in reach).
+    pub fn mask(&self, len: usize, device: &Device) -> Result<Option<Tensor>> {
+        let (past, window) = (self.past, self.window);
+        let total = past + len;
+        let window_bites = window.is_some_and(|w| total > w + 1);
+        if len == 1 && !window_bites {
+            return Ok(None);
+        }
+        let mask: Vec<f32> = (0..len)
+            .flat_map(|i| {
+                let query_pos = past + i;
+                (0..total).map(move |j| {
+                    let visible = j <= query_pos && window.is_none_or(|w| query_pos - j <= w);
+                    if visible {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
             })
-        })
-        .collect();
-    Ok(Some(Tensor::from_vec(mask, (len, total), device)?))
+            .collect();
+        Ok(Some(Tensor::from_vec(mask, (len, total), device)?))
+    }
 }
 
 /// `q` `(1, heads, L, d)`, `k`/`v` `(1, kv_heads, T, d)` → `(1, L, heads * d)`.
-pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Tensor> {
+    match attend_f32_cpu(q, k, v, causal)? {
+        Some(out) => Ok(out),
+        None => attend_tensors(q, k, v, causal),
+    }
+}
+
+/// The engine's kernel, reading the cache views in place; `None` unless every tensor is
+/// f32 on the CPU with unit-stride rows.
+fn attend_f32_cpu(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Option<Tensor>> {
+    let on_cpu_f32 = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
+    if !(on_cpu_f32(q) && on_cpu_f32(k) && on_cpu_f32(v)) {
+        return Ok(None);
+    }
+    let (_, heads, len, head_dim) = q.dims4()?;
+    let (_, kv_heads, keys, _) = k.dims4()?;
+    let q = q.contiguous()?;
+    let (q_storage, q_layout) = q.storage_and_layout();
+    let (k_storage, k_layout) = k.storage_and_layout();
+    let (v_storage, v_layout) = v.storage_and_layout();
+    let (Some(q), Some((k, k_stride)), Some((v, v_stride))) = (
+        rows(&q_storage, q_layout, head_dim).map(|(rows, _)| rows),
+        rows(&k_storage, k_layout, head_dim),
+        rows(&v_storage, v_layout, head_dim),
+    ) else {
+        return Ok(None);
+    };
+    if k_stride != v_stride {
+        return Ok(None);
+    }
+    let input = AttentionInput {
+        q,
+        k,
+        v,
+        heads,
+        kv_heads,
+        head_dim,
+        len,
+        keys,
+        kv_head_stride: k_stride,
+        scale: 1.0 / (head_dim as f32).sqrt(),
+        visibility: Visibility::Causal {
+            past: causal.past,
+            window: causal.window,
+        },
+    };
+    let out = kernels::attention(&input).map_err(candle_core::Error::wrap)?;
+    Ok(Some(Tensor::from_vec(
+        out,
+        (1, len, heads * head_dim),
+        &Device::Cpu,
+    )?))
+}
+
+/// The f32 values of a `(1, heads, rows, d)` view whose rows are contiguous, and the
+/// stride between its heads.
+fn rows<'a>(storage: &'a Storage, layout: &Layout, d: usize) -> Option<(&'a [f32], usize)> {
+    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
+        return None;
+    };
+    match layout.stride() {
+        [_, head_stride, row_stride, 1] if *row_stride == d => {
+            Some((data.get(layout.start_offset()..)?, *head_stride))
+        }
+        _ => None,
+    }
+}
+
+/// candle ops with an additive mask (any dtype or device).
+fn attend_tensors(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Tensor> {
     let (_, heads, len, head_dim) = q.dims4()?;
     let kv_heads = k.dim(1)?;
-    // The cache views are strided (capacity > length); matmul reads them in place.
+    let mask = causal.mask(len, q.device())?;
     let (k, v) = if heads == kv_heads {
         (k.clone(), v.clone())
     } else {
@@ -51,7 +129,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resu
     let scale = 1.0 / (head_dim as f64).sqrt();
     let scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
     let scores = match mask {
-        Some(mask) => scores.broadcast_add(mask)?,
+        Some(mask) => scores.broadcast_add(&mask.to_dtype(scores.dtype())?)?,
         None => scores,
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
@@ -65,29 +143,79 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Resu
 mod tests {
     use super::*;
 
+    fn mask_rows(len: usize, past: usize, window: Option<usize>) -> Option<Vec<Vec<f32>>> {
+        Causal { past, window }
+            .mask(len, &Device::Cpu)
+            .expect("mask")
+            .map(|m| m.to_vec2().expect("vec"))
+    }
+
     #[test]
     fn mask_is_rectangular_after_a_filled_cache() {
-        let mask = causal_mask(2, 3, None, &Device::Cpu)
-            .expect("mask")
-            .expect("some");
-        let rows: Vec<Vec<f32>> = mask.to_vec2().expect("vec");
         let inf = f32::NEG_INFINITY;
         assert_eq!(
-            rows,
-            vec![vec![0., 0., 0., 0., inf], vec![0., 0., 0., 0., 0.]]
+            mask_rows(2, 3, None),
+            Some(vec![vec![0., 0., 0., 0., inf], vec![0., 0., 0., 0., 0.]])
         );
-        assert!(causal_mask(1, 10, None, &Device::Cpu)
-            .expect("mask")
-            .is_none());
+        assert_eq!(mask_rows(1, 10, None), None);
     }
 
     #[test]
     fn sliding_window_hides_old_keys() {
-        let mask = causal_mask(1, 4, Some(2), &Device::Cpu)
-            .expect("mask")
-            .expect("some");
-        let rows: Vec<Vec<f32>> = mask.to_vec2().expect("vec");
         let inf = f32::NEG_INFINITY;
-        assert_eq!(rows, vec![vec![inf, inf, 0., 0., 0.]]);
+        assert_eq!(
+            mask_rows(1, 4, Some(2)),
+            Some(vec![vec![inf, inf, 0., 0., 0.]])
+        );
+    }
+
+    /// `(1, heads, rows, d)` random values, as a view of the first `rows` of a buffer
+    /// with room for `capacity` rows (the KV cache's layout).
+    fn cache_view(heads: usize, rows: usize, capacity: usize, d: usize, seed: u64) -> Tensor {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        let values: Vec<f32> = (0..heads * capacity * d)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            })
+            .collect();
+        Tensor::from_vec(values, (1, heads, capacity, d), &Device::Cpu)
+            .and_then(|t| t.narrow(2, 0, rows))
+            .expect("view")
+    }
+
+    /// The kernel against candle's matmul/mask/softmax on the same tensors: prefill from
+    /// empty, a chunk and a single token after a filled cache, grouped-query heads,
+    /// sliding windows, and head sizes that are and are not multiples of 16.
+    #[test]
+    fn kernel_matches_the_tensor_path() {
+        let cases = [
+            // heads, kv_heads, d, len, past, window
+            (4, 4, 80, 37, 0, None),
+            (4, 4, 80, 1, 300, None),
+            (8, 2, 128, 5, 90, None),
+            (6, 3, 72, 70, 0, Some(16)),
+            (4, 1, 96, 3, 200, Some(64)),
+        ];
+        for (seed, &(heads, kv_heads, d, len, past, window)) in cases.iter().enumerate() {
+            let keys = past + len;
+            let q = cache_view(heads, len, len, d, seed as u64);
+            let k = cache_view(kv_heads, keys, keys + 50, d, 100 + seed as u64);
+            let v = cache_view(kv_heads, keys, keys + 50, d, 200 + seed as u64);
+            let causal = Causal { past, window };
+            let fast = attend_f32_cpu(&q, &k, &v, causal)
+                .expect("kernel")
+                .expect("f32 on the CPU takes the kernel");
+            let slow = attend_tensors(&q, &k, &v, causal).expect("tensor path");
+            let diff = (fast - slow)
+                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                .expect("diff");
+            assert!(
+                diff < 2e-5,
+                "heads {heads}/{kv_heads}, d {d}, len {len} after {past}, window {window:?}: max diff {diff}"
+            );
+        }
     }
 }

@@ -10,7 +10,7 @@ use candle_core::{Module, Result, Tensor};
 use candle_nn::{LayerNorm, VarBuilder};
 use serde::Serialize;
 
-use super::attention::{attend, causal_mask};
+use super::attention::{attend, Causal};
 use super::layers::{fused_linear, lm_head, split_qkv};
 use super::rotary::Rotary;
 use super::{check_position, KvCache, LanguageModel};
@@ -304,8 +304,10 @@ impl LanguageModel for Phi2 {
     fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache, pos: usize) -> Result<Tensor> {
         check_position(cache, pos)?;
         let c = &self.config;
-        let len = embeds.dim(1)?;
-        let mask = causal_mask(len, pos, None, embeds.device())?;
+        let causal = Causal {
+            past: pos,
+            window: None,
+        };
         let mut xs = embeds.clone();
         for (i, block) in self.blocks.iter().enumerate() {
             let normed = block.norm.forward(&xs)?;
@@ -320,7 +322,7 @@ impl LanguageModel for Phi2 {
             let q = self.rotary.apply(&q, pos)?;
             let k = self.rotary.apply(&k, pos)?;
             let (k, v) = cache.append(i, &k, &v)?;
-            let attn = block.out.forward(&attend(&q, &k, &v, mask.as_ref())?)?;
+            let attn = block.out.forward(&attend(&q, &k, &v, causal)?)?;
 
             let mlp = block
                 .fc2

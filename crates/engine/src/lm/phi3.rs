@@ -6,7 +6,7 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{RmsNorm, VarBuilder};
 use serde::Serialize;
 
-use super::attention::causal_mask;
+use super::attention::Causal;
 use super::layers::lm_head;
 use super::qwen2::{check_heads, gguf_embedding_and_head, GgufHparams};
 use super::rotary::Rotary;
@@ -209,7 +209,10 @@ impl LanguageModel for Phi3 {
     fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache, pos: usize) -> Result<Tensor> {
         check_position(cache, pos)?;
         let c = &self.config;
-        let mask = causal_mask(embeds.dim(1)?, pos, c.sliding_window, embeds.device())?;
+        let causal = Causal {
+            past: pos,
+            window: c.sliding_window,
+        };
         let shape = BlockShape {
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
@@ -220,7 +223,7 @@ impl LanguageModel for Phi3 {
             &self.blocks,
             shape,
             &self.rotary,
-            mask.as_ref(),
+            causal,
             embeds,
             cache,
             pos,

@@ -6,7 +6,7 @@ use candle_core::{Device, Module, Result, Tensor};
 use candle_nn::{RmsNorm, VarBuilder};
 use serde::Serialize;
 
-use super::attention::causal_mask;
+use super::attention::Causal;
 use super::layers::{fused_linear, lm_head};
 use super::rotary::Rotary;
 use super::swiglu_block::{run_blocks, BlockShape, Projection, SwiGluBlock};
@@ -337,7 +337,10 @@ impl LanguageModel for Qwen2 {
     fn hidden_states(&self, embeds: &Tensor, cache: &mut KvCache, pos: usize) -> Result<Tensor> {
         check_position(cache, pos)?;
         let c = &self.config;
-        let mask = causal_mask(embeds.dim(1)?, pos, None, embeds.device())?;
+        let causal = Causal {
+            past: pos,
+            window: None,
+        };
         let shape = BlockShape {
             heads: c.num_attention_heads,
             kv_heads: c.num_key_value_heads,
@@ -348,7 +351,7 @@ impl LanguageModel for Qwen2 {
             &self.blocks,
             shape,
             &self.rotary,
-            mask.as_ref(),
+            causal,
             embeds,
             cache,
             pos,

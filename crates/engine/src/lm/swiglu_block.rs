@@ -4,7 +4,7 @@
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::RmsNorm;
 
-use super::attention::attend;
+use super::attention::{attend, Causal};
 use super::layers::split_qkv;
 use super::rotary::Rotary;
 use super::KvCache;
@@ -60,7 +60,7 @@ pub fn run_blocks(
     blocks: &[SwiGluBlock],
     shape: BlockShape,
     rotary: &Rotary,
-    mask: Option<&Tensor>,
+    causal: Causal,
     xs: &Tensor,
     cache: &mut KvCache,
     pos: usize,
@@ -72,7 +72,7 @@ pub fn run_blocks(
         let q = rotary.apply(&q, pos)?;
         let k = rotary.apply(&k, pos)?;
         let (k, v) = cache.append(i, &k, &v)?;
-        xs = (xs + block.o_proj.forward(&attend(&q, &k, &v, mask)?)?)?;
+        xs = (xs + block.o_proj.forward(&attend(&q, &k, &v, causal)?)?)?;
 
         let gate_up = block.gate_up.forward(&block.mlp_norm.forward(&xs)?)?;
         xs = (xs + block.down.forward(&swiglu(&gate_up, shape.intermediate)?)?)?;
