@@ -21,6 +21,26 @@ use super::tier::Tier;
 /// Weight rows per kernel call.
 pub(crate) const ROWS: usize = 4;
 
+/// Rows ahead of the ones being read whose blocks are prefetched: a row of a few KB is
+/// too short a stream for the hardware prefetcher to ramp up before it ends.
+const PREFETCH_ROWS: usize = 16;
+
+/// Prefetches the `len`-byte block at the same place `PREFETCH_ROWS` rows further on.
+/// Prefetches never fault, so the address may lie past the matrix.
+#[inline(always)]
+pub(crate) fn prefetch_ahead(p: *const u8, row_bytes: usize, len: usize) {
+    let ahead = p.wrapping_add(PREFETCH_ROWS * row_bytes);
+    let mut line = 0;
+    while line < len {
+        // SAFETY: prefetching is a hint with no memory access semantics; any address is fine.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        line += 64;
+    }
+    // The block may straddle one more line than `len / 64` covers.
+    // SAFETY: as above.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(len - 1).cast()) };
+}
+
 /// `[d, dmin, 0, 0]` of the super-block at `p`, times the activation scale `da`.
 ///
 /// # Safety
@@ -102,6 +122,7 @@ unsafe fn rows_avx2<const R: usize>(
         for r in 0..R {
             // SAFETY: super-block `b` of row `r` lies inside the caller's rows.
             let p = unsafe { w.add(r * row_bytes + b * Q4_K_BLOCK_BYTES) };
+            prefetch_ahead(p, row_bytes, Q4_K_BLOCK_BYTES);
             // SAFETY: `p` points at a whole super-block.
             let (dm, (sc, mn)) = unsafe { (d_dmin_times(p, da), scales_mins(p)) };
             let sc = _mm256_broadcastsi128_si256(sc);
@@ -189,6 +210,7 @@ unsafe fn rows_avx512<const R: usize>(
         for r in 0..R {
             // SAFETY: super-block `b` of row `r` lies inside the caller's rows.
             let p = unsafe { w.add(r * row_bytes + b * Q4_K_BLOCK_BYTES) };
+            prefetch_ahead(p, row_bytes, Q4_K_BLOCK_BYTES);
             // SAFETY: `p` points at a whole super-block, whose nibbles are 128 bytes.
             let (dm, (sc, mn), q01, q23) = unsafe {
                 (

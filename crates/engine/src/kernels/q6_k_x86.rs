@@ -10,6 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::q4_k::{Q8KRow, SubBlockOrder};
+use super::q4_k_x86::prefetch_ahead;
 use super::q6_k::{D_AT, GROUP, GROUPS, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES, QH_AT, SCALES_AT};
 use super::tier::Tier;
 
@@ -88,6 +89,7 @@ unsafe fn rows_avx2<const R: usize>(
         for r in 0..R {
             // SAFETY: super-block `b` of row `r` lies inside the caller's rows.
             let p = unsafe { w.add(r * row_bytes + b * Q6_K_BLOCK_BYTES) };
+            prefetch_ahead(p, row_bytes, Q6_K_BLOCK_BYTES);
             // SAFETY: `p` points at a whole super-block.
             let (dd, sc) = unsafe { d_and_scales(p, da) };
             let mut isum = _mm256_sub_epi32(
@@ -185,6 +187,7 @@ unsafe fn rows_avx512<const R: usize>(
         for r in 0..R {
             // SAFETY: super-block `b` of row `r` lies inside the caller's rows.
             let p = unsafe { w.add(r * row_bytes + b * Q6_K_BLOCK_BYTES) };
+            prefetch_ahead(p, row_bytes, Q6_K_BLOCK_BYTES);
             // SAFETY: `p` points at a whole super-block.
             let (dd, sc) = unsafe { d_and_scales(p, da) };
             let offset = _mm256_slli_epi32(_mm256_madd_epi16(sc, sums_b), 5);
