@@ -428,6 +428,30 @@ impl QkvProjection {
     }
 }
 
+/// Bytes of attention scores computed at once.
+const SCORES_BYTES: usize = 8 << 20;
+
+/// `softmax(q kᵀ) v` for `(heads, N, head_dim)` inputs, `per_chunk` heads at a time: at
+/// 729 patches all 16 heads' scores would take 34 MB, a fresh mapping (and its page
+/// faults) per layer, where a few heads' stay in cache.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, per_chunk: usize) -> Result<Tensor> {
+    let heads = q.dim(0)?;
+    let per_chunk = per_chunk.clamp(1, heads.max(1));
+    let chunks = (0..heads)
+        .step_by(per_chunk)
+        .map(|h0| {
+            let len = per_chunk.min(heads - h0);
+            let (q, k, v) = (
+                q.narrow(0, h0, len)?,
+                k.narrow(0, h0, len)?,
+                v.narrow(0, h0, len)?,
+            );
+            candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?.matmul(&v)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::cat(&chunks, 0)
+}
+
 #[derive(Debug, Clone)]
 struct Attention {
     qkv: QkvProjection,
@@ -481,9 +505,8 @@ impl Attention {
         let q = self.split_heads(&(q * self.scale)?, b, n)?;
         let k = self.split_heads(&k, b, n)?;
         let v = self.split_heads(&v, b, n)?;
-        let weights = candle_nn::ops::softmax_last_dim(&q.matmul(&k.t()?)?)?;
-        let out = weights
-            .matmul(&v)?
+        let per_chunk = (SCORES_BYTES / (n * n * 4).max(1)).max(1);
+        let out = attend(&q, &k, &v, per_chunk)?
             .reshape((b, self.heads, n, self.head_dim))?
             .transpose(1, 2)?
             .contiguous()?
@@ -764,6 +787,29 @@ mod tests {
             .unwrap();
         let max: f32 = diff.max(0).unwrap().to_scalar().unwrap();
         assert!(max < 1e-5, "max difference {max}");
+    }
+
+    #[test]
+    fn attention_in_chunks_of_heads_equals_all_heads_at_once() {
+        let device = candle_core::Device::Cpu;
+        let qkv: Vec<Tensor> = (0..3)
+            .map(|_| Tensor::randn(0f32, 1f32, (5, 40, 8), &device).unwrap())
+            .collect();
+        let all = attend(&qkv[0], &qkv[1], &qkv[2], 5).unwrap();
+        for per_chunk in [1, 2, 3] {
+            let chunked = attend(&qkv[0], &qkv[1], &qkv[2], per_chunk).unwrap();
+            let diff: f32 = (&chunked - &all)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar()
+                .unwrap();
+            assert!(diff < 1e-6, "{per_chunk} heads per chunk: off by {diff}");
+        }
     }
 
     #[test]
