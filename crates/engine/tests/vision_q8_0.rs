@@ -3,6 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use std::collections::HashMap;
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use impchat_convert::{convert, ConvertOptions, LmQuant, VisionQuant};
@@ -109,4 +112,116 @@ fn a_language_model_file_is_not_taken_for_a_vision_tower() {
     let lm = GgufFile::open(&out.language_model.path).unwrap();
     let err = load_vision_tower(&lm).unwrap_err().to_string();
     assert!(err.contains("phi2"), "{err}");
+}
+
+/// An mmproj whose linears are stored as Q8_0 (widths that are whole blocks) is read as
+/// stored and computes what the f32 tower computes on the same dequantized weights.
+#[test]
+fn q8_0_weights_in_the_file_run_as_stored() {
+    let cfg = VisionConfig {
+        hidden_size: 64,
+        intermediate_size: 96,
+        num_attention_heads: 4,
+        num_layers: 2,
+        image_size: 56,
+        patch_size: 14,
+        layer_norm_eps: 1e-6,
+        hidden_act: impchat_engine::vision::VisionAct::GeluTanh,
+    };
+    let (h, m, p) = (cfg.hidden_size, cfg.intermediate_size, cfg.patch_size);
+    let device = Device::Cpu;
+    let random = |shape: &[usize], dtype: GgmlDType| {
+        let t = (Tensor::randn(0f32, 1f32, shape, &device).unwrap()
+            / (*shape.last().unwrap() as f64).sqrt())
+        .unwrap();
+        QTensor::quantize(&t, dtype).unwrap()
+    };
+    // (clip name, Hugging Face name, tensor)
+    let mut tensors: Vec<(String, String, QTensor)> = vec![
+        (
+            "v.patch_embd.weight".into(),
+            "embeddings.patch_embedding.weight".into(),
+            random(&[h, 3, p, p], GgmlDType::F32),
+        ),
+        (
+            "v.patch_embd.bias".into(),
+            "embeddings.patch_embedding.bias".into(),
+            random(&[h], GgmlDType::F32),
+        ),
+        (
+            "v.position_embd.weight".into(),
+            "embeddings.position_embedding.weight".into(),
+            random(&[cfg.num_patches(), h], GgmlDType::F32),
+        ),
+    ];
+    for i in 0..cfg.num_layers {
+        let parts = [
+            ("ln1", "layer_norm1", None),
+            ("ln2", "layer_norm2", None),
+            ("attn_q", "self_attn.q_proj", Some((h, h))),
+            ("attn_k", "self_attn.k_proj", Some((h, h))),
+            ("attn_v", "self_attn.v_proj", Some((h, h))),
+            ("attn_out", "self_attn.out_proj", Some((h, h))),
+            ("ffn_up", "mlp.fc1", Some((m, h))),
+            ("ffn_down", "mlp.fc2", Some((h, m))),
+        ];
+        for (clip, hf, matrix) in parts {
+            let (clip, hf) = (
+                format!("v.blk.{i}.{clip}"),
+                format!("encoder.layers.{i}.{hf}"),
+            );
+            let (weight, bias_len) = match matrix {
+                Some((out, inp)) => (random(&[out, inp], GgmlDType::Q8_0), out),
+                None => (random(&[h], GgmlDType::F32), h),
+            };
+            tensors.push((format!("{clip}.weight"), format!("{hf}.weight"), weight));
+            let bias = random(&[bias_len], GgmlDType::F32);
+            tensors.push((format!("{clip}.bias"), format!("{hf}.bias"), bias));
+        }
+    }
+    let u = |v: usize| gguf_file::Value::U32(v as u32);
+    let meta = [
+        (
+            "general.architecture",
+            gguf_file::Value::String("clip".into()),
+        ),
+        ("clip.vision.embedding_length", u(h)),
+        ("clip.vision.feed_forward_length", u(m)),
+        (
+            "clip.vision.attention.head_count",
+            u(cfg.num_attention_heads),
+        ),
+        ("clip.vision.block_count", u(cfg.num_layers)),
+        ("clip.vision.image_size", u(cfg.image_size)),
+        ("clip.vision.patch_size", u(p)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mmproj-q8.gguf");
+    let mut file = std::fs::File::create(&path).unwrap();
+    gguf_file::write(
+        &mut file,
+        &meta.iter().map(|(k, v)| (*k, v)).collect::<Vec<_>>(),
+        &tensors
+            .iter()
+            .map(|(clip, _, t)| (clip.as_str(), t))
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    drop(file);
+
+    let q8 = load_vision_tower(&GgufFile::open(&path).unwrap()).unwrap();
+    let dense: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(_, hf, t)| (hf.clone(), t.dequantize(&device).unwrap()))
+        .collect();
+    let f32 =
+        VisionTower::load(&cfg, VarBuilder::from_tensors(dense, DType::F32, &device)).unwrap();
+
+    let pixels = Tensor::rand(-1f32, 1f32, (2, 3, 56, 56), &device).unwrap();
+    let error = relative_l2(
+        &q8.forward(&pixels).unwrap(),
+        &f32.forward(&pixels).unwrap(),
+    );
+    eprintln!("Q8_0 file: relative L2 {error:.5}");
+    assert!(error <= MAX_RELATIVE_L2, "off by {error} (relative L2)");
 }
