@@ -765,14 +765,20 @@ mod softmax {
     fn exp(x: f32) -> f32 {
         const LN2_HI: f32 = 0.693_145_75;
         const LN2_LO: f32 = 1.428_606_8e-6;
+        // Adding 1.5·2^23 rounds to an integer held in the low mantissa bits, so `n`
+        // and `2^n` come from bit operations (which vectorise) rather than a float → int
+        // conversion with saturation checks.
+        const SHIFTER: f32 = 12_582_912.0;
         let x = x.max(-87.0);
-        let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+        let shifted = x * std::f32::consts::LOG2_E + SHIFTER;
+        let n = shifted - SHIFTER;
         let r = (x - n * LN2_HI) - n * LN2_LO;
         let p = 1.0
             + r * (1.0
                 + r * (0.5
                     + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        let n_bits = shifted.to_bits().wrapping_sub(SHIFTER.to_bits());
+        p * f32::from_bits(n_bits.wrapping_add(127) << 23)
     }
 
     #[cfg(test)]
