@@ -16,6 +16,10 @@ use super::q4_0::{Groups, GROUP_ROWS, NIBBLE_BYTES, Q4_0_BLOCK_VALUES};
 use super::tier::Tier;
 
 const GROUP_BYTES: usize = GROUP_ROWS * NIBBLE_BYTES;
+/// How far ahead, in blocks of the same group, the decode tile asks for nibbles: each
+/// group is a stream of its own (a few KB), too short for the hardware prefetcher to
+/// reach full speed on.
+const PREFETCH_BLOCKS: usize = 8;
 
 /// Groups × activation rows per tile: AVX-512 has 32 vector registers, VEX tiers 16.
 /// A single activation row (decode) spends them on more groups instead.
@@ -169,6 +173,11 @@ unsafe fn tile_avx512vnni<const G: usize, const T: usize>(p: TilePtrs) -> TileOu
                     _mm_loadl_epi64(p.scales.add(slot * GROUP_ROWS).cast()),
                 )
             };
+            if T == 1 {
+                let ahead = p.nibbles.wrapping_add((slot + PREFETCH_BLOCKS) * GROUP_BYTES);
+                // A prefetch never faults, even past the end of the weights.
+                _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+            }
             lo[g] = _mm512_and_si512(packed, low);
             hi[g] = _mm512_and_si512(_mm512_srli_epi16(packed, 4), low);
             dw[g] = _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_cvtph_ps(bits)));
