@@ -11,7 +11,9 @@ use serde_json::Value;
 
 use candle_core::quantized::QMatMul;
 
+use crate::kernels::Visibility;
 use crate::linear::{Linear, Weight};
+use crate::lm::attention::attend_f32_cpu;
 
 /// The activation inside the tower's MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -428,28 +430,19 @@ impl QkvProjection {
     }
 }
 
-/// Bytes of attention scores computed at once.
-const SCORES_BYTES: usize = 8 << 20;
-
-/// `softmax(q kᵀ) v` for `(heads, N, head_dim)` inputs, `per_chunk` heads at a time: at
-/// 729 patches all 16 heads' scores would take 34 MB, a fresh mapping (and its page
-/// faults) per layer, where a few heads' stay in cache.
-fn attend(q: &Tensor, k: &Tensor, v: &Tensor, per_chunk: usize) -> Result<Tensor> {
-    let heads = q.dim(0)?;
-    let per_chunk = per_chunk.clamp(1, heads.max(1));
-    let chunks = (0..heads)
-        .step_by(per_chunk)
-        .map(|h0| {
-            let len = per_chunk.min(heads - h0);
-            let (q, k, v) = (
-                q.narrow(0, h0, len)?,
-                k.narrow(0, h0, len)?,
-                v.narrow(0, h0, len)?,
-            );
-            softmax::last_dim(&q.matmul(&k.t()?)?)?.matmul(&v)
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::cat(&chunks, 0)
+/// `softmax(q kᵀ · scale) v` for one image's `(1, heads, N, head_dim)` tensors →
+/// `(1, N, heads * head_dim)`: the engine's flash-style kernel for f32 on the CPU (no
+/// `N × N` score matrix), candle ops otherwise.
+fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    if let Some(out) = attend_f32_cpu(q, k, v, scale, Visibility::All)? {
+        return Ok(out);
+    }
+    let (_, heads, n, head_dim) = q.dims4()?;
+    let scores = (q.contiguous()?.matmul(&k.t()?)? * scale)?;
+    candle_nn::ops::softmax_last_dim(&scores)?
+        .matmul(v)?
+        .transpose(1, 2)?
+        .reshape((1, n, heads * head_dim))
 }
 
 #[derive(Debug, Clone)]
@@ -491,27 +484,26 @@ impl Attention {
         })
     }
 
-    /// (B, N, hidden) → (B·heads, N, head_dim), contiguous for the batched matmul.
+    /// (B, N, hidden) → (B, heads, N, head_dim), contiguous.
     fn split_heads(&self, xs: &Tensor, b: usize, n: usize) -> Result<Tensor> {
         xs.reshape((b, n, self.heads, self.head_dim))?
             .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * self.heads, n, self.head_dim))
+            .contiguous()
     }
 
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let (b, n, hidden) = xs.dims3()?;
+        let (b, n, _) = xs.dims3()?;
         let (q, k, v) = self.qkv.forward(xs)?;
-        let q = self.split_heads(&(q * self.scale)?, b, n)?;
+        let q = self.split_heads(&q, b, n)?;
         let k = self.split_heads(&k, b, n)?;
         let v = self.split_heads(&v, b, n)?;
-        let per_chunk = (SCORES_BYTES / (n * n * 4).max(1)).max(1);
-        let out = attend(&q, &k, &v, per_chunk)?
-            .reshape((b, self.heads, n, self.head_dim))?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b, n, hidden))?;
-        self.out_proj.forward(&out)
+        let images = (0..b)
+            .map(|i| {
+                let one = |t: &Tensor| t.narrow(0, i, 1);
+                attend(&one(&q)?, &one(&k)?, &one(&v)?, self.scale)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.out_proj.forward(&Tensor::cat(&images, 0)?)
     }
 }
 
@@ -685,142 +677,6 @@ impl Module for VisionTower {
     }
 }
 
-/// Row softmax vectorised: candle's calls libm's `expf` one value at a time, about a
-/// tenth of the tower's time at 729 patches (26 layers × 16 heads × 729² scores).
-mod softmax {
-    use candle_core::{DType, Result, Tensor, D};
-    use rayon::prelude::*;
-
-    /// Values per lane group: two AVX-512 or four AVX2 registers.
-    const LANES: usize = 32;
-
-    /// Softmax over the last dimension of a CPU f32 tensor (candle's for anything else).
-    pub fn last_dim(xs: &Tensor) -> Result<Tensor> {
-        if !xs.device().is_cpu() || xs.dtype() != DType::F32 {
-            return candle_nn::ops::softmax_last_dim(xs);
-        }
-        let n = xs.dim(D::Minus1)?;
-        let mut values = xs.flatten_all()?.to_vec1::<f32>()?;
-        values
-            .par_chunks_mut(n.max(1))
-            .with_min_len(8)
-            .for_each(softmax_row);
-        Tensor::from_vec(values, xs.shape(), xs.device())
-    }
-
-    fn softmax_row(row: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU has AVX2 and FMA, checked just above.
-            unsafe { softmax_row_avx2(row) };
-            return;
-        }
-        softmax_row_portable(row);
-    }
-
-    /// The portable code compiled with AVX2 + FMA, so LLVM vectorises its lane loops.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn softmax_row_avx2(row: &mut [f32]) {
-        softmax_row_portable(row);
-    }
-
-    #[inline(always)]
-    fn softmax_row_portable(row: &mut [f32]) {
-        let mut maxes = [f32::NEG_INFINITY; LANES];
-        let mut chunks = row.chunks_exact(LANES);
-        for chunk in &mut chunks {
-            for (m, &v) in maxes.iter_mut().zip(chunk) {
-                *m = m.max(v);
-            }
-        }
-        let max = chunks
-            .remainder()
-            .iter()
-            .chain(&maxes)
-            .fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-        let mut sums = [0f32; LANES];
-        let mut chunks = row.chunks_exact_mut(LANES);
-        for chunk in &mut chunks {
-            for (s, v) in sums.iter_mut().zip(chunk) {
-                *v = exp(*v - max);
-                *s += *v;
-            }
-        }
-        let mut sum: f32 = sums.iter().sum();
-        for v in chunks.into_remainder() {
-            *v = exp(*v - max);
-            sum += *v;
-        }
-        let inv = 1.0 / sum;
-        for v in row.iter_mut() {
-            *v *= inv;
-        }
-    }
-
-    /// `e^x` for `x ≤ 0` (scores minus their row maximum), to a few ulp: `x = n ln 2 + r`
-    /// with `|r| ≤ ln 2 / 2`, `e^r` by its degree-6 Taylor polynomial, `2^n` built in the
-    /// exponent bits. `x` is clamped at -87, where `2^n` is still a normal f32.
-    #[inline(always)]
-    fn exp(x: f32) -> f32 {
-        const LN2_HI: f32 = 0.693_145_75;
-        const LN2_LO: f32 = 1.428_606_8e-6;
-        // Adding 1.5·2^23 rounds to an integer held in the low mantissa bits, so `n`
-        // and `2^n` come from bit operations (which vectorise) rather than a float → int
-        // conversion with saturation checks.
-        const SHIFTER: f32 = 12_582_912.0;
-        let x = x.max(-87.0);
-        let shifted = x * std::f32::consts::LOG2_E + SHIFTER;
-        let n = shifted - SHIFTER;
-        let r = (x - n * LN2_HI) - n * LN2_LO;
-        let p = 1.0
-            + r * (1.0
-                + r * (0.5
-                    + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-        let n_bits = shifted.to_bits().wrapping_sub(SHIFTER.to_bits());
-        p * f32::from_bits(n_bits.wrapping_add(127) << 23)
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-
-        #[test]
-        fn matches_candles_softmax() {
-            let device = candle_core::Device::Cpu;
-            // Rows longer and shorter than a lane group, scores spread wide.
-            for n in [5, 32, 77, 729] {
-                let xs = (Tensor::randn(0f32, 1f32, (3, 4, n), &device).unwrap() * 8.0).unwrap();
-                let ours = last_dim(&xs).unwrap();
-                let theirs = candle_nn::ops::softmax_last_dim(&xs).unwrap();
-                let diff: f32 = (ours - theirs)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .max(0)
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap();
-                assert!(diff < 1e-6, "rows of {n}: off by {diff}");
-            }
-        }
-
-        #[test]
-        fn exp_is_accurate_over_the_scores_range() {
-            for i in 0..=8700 {
-                let x = -(i as f32) / 100.0;
-                let (got, want) = (exp(x), x.exp());
-                assert!(
-                    (got - want).abs() <= 4.0 * f32::EPSILON * want,
-                    "exp({x}) = {got}, libm says {want}"
-                );
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -925,27 +781,36 @@ mod tests {
         assert!(max < 1e-5, "max difference {max}");
     }
 
+    /// The tower's attention on the engine's kernel (f32) against candle's matmul and
+    /// softmax on the same values in f64.
     #[test]
-    fn attention_in_chunks_of_heads_equals_all_heads_at_once() {
+    fn kernel_attention_matches_candle_ops() {
         let device = candle_core::Device::Cpu;
         let qkv: Vec<Tensor> = (0..3)
-            .map(|_| Tensor::randn(0f32, 1f32, (5, 40, 8), &device).unwrap())
+            .map(|_| Tensor::randn(0f32, 1f32, (1, 5, 40, 72), &device).unwrap())
             .collect();
-        let all = attend(&qkv[0], &qkv[1], &qkv[2], 5).unwrap();
-        for per_chunk in [1, 2, 3] {
-            let chunked = attend(&qkv[0], &qkv[1], &qkv[2], per_chunk).unwrap();
-            let diff: f32 = (&chunked - &all)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar()
-                .unwrap();
-            assert!(diff < 1e-6, "{per_chunk} heads per chunk: off by {diff}");
-        }
+        let scale = 72f64.powf(-0.5);
+        let fast = attend(&qkv[0], &qkv[1], &qkv[2], scale).unwrap();
+        let wide: Vec<Tensor> = qkv
+            .iter()
+            .map(|t| t.to_dtype(DType::F64).unwrap())
+            .collect();
+        let reference = attend(&wide[0], &wide[1], &wide[2], scale)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap();
+        assert_eq!(fast.dims(), &[1, 40, 5 * 72]);
+        let diff: f32 = (&fast - &reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-5, "max difference {diff}");
     }
 
     #[test]

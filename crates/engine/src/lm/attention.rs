@@ -45,15 +45,27 @@ impl Causal {
 
 /// `q` `(1, heads, L, d)`, `k`/`v` `(1, kv_heads, T, d)` → `(1, L, heads * d)`.
 pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Tensor> {
-    match attend_f32_cpu(q, k, v, causal)? {
+    let visibility = Visibility::Causal {
+        past: causal.past,
+        window: causal.window,
+    };
+    let scale = 1.0 / (q.dim(3)? as f64).sqrt();
+    match attend_f32_cpu(q, k, v, scale, visibility)? {
         Some(out) => Ok(out),
         None => attend_tensors(q, k, v, causal),
     }
 }
 
-/// The engine's kernel, reading the cache views in place; `None` unless every tensor is
-/// f32 on the CPU with unit-stride rows.
-fn attend_f32_cpu(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Option<Tensor>> {
+/// `softmax(q kᵀ · scale) v` on the engine's kernel for `q` `(1, heads, L, d)` and `k`/`v`
+/// `(1, kv_heads, T, d)` (views are read in place) → `(1, L, heads * d)`. `None` unless
+/// every tensor is f32 on the CPU with unit-stride rows.
+pub(crate) fn attend_f32_cpu(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    visibility: Visibility,
+) -> Result<Option<Tensor>> {
     let on_cpu_f32 = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
     if !(on_cpu_f32(q) && on_cpu_f32(k) && on_cpu_f32(v)) {
         return Ok(None);
@@ -84,11 +96,8 @@ fn attend_f32_cpu(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<
         len,
         keys,
         kv_head_stride: k_stride,
-        scale: 1.0 / (head_dim as f32).sqrt(),
-        visibility: Visibility::Causal {
-            past: causal.past,
-            window: causal.window,
-        },
+        scale: scale as f32,
+        visibility,
     };
     let out = kernels::attention(&input).map_err(candle_core::Error::wrap)?;
     Ok(Some(Tensor::from_vec(
@@ -205,7 +214,9 @@ mod tests {
             let k = cache_view(kv_heads, keys, keys + 50, d, 100 + seed as u64);
             let v = cache_view(kv_heads, keys, keys + 50, d, 200 + seed as u64);
             let causal = Causal { past, window };
-            let fast = attend_f32_cpu(&q, &k, &v, causal)
+            let visibility = Visibility::Causal { past, window };
+            let scale = 1.0 / (d as f64).sqrt();
+            let fast = attend_f32_cpu(&q, &k, &v, scale, visibility)
                 .expect("kernel")
                 .expect("f32 on the CPU takes the kernel");
             let slow = attend_tensors(&q, &k, &v, causal).expect("tensor path");

@@ -6,7 +6,7 @@ pub mod phi2;
 pub mod phi3;
 pub mod qwen2;
 
-mod attention;
+pub(crate) mod attention;
 mod layers;
 mod rotary;
 mod swiglu_block;
