@@ -174,7 +174,9 @@ unsafe fn tile_avx512vnni<const G: usize, const T: usize>(p: TilePtrs) -> TileOu
                 )
             };
             if T == 1 {
-                let ahead = p.nibbles.wrapping_add((slot + PREFETCH_BLOCKS) * GROUP_BYTES);
+                let ahead = p
+                    .nibbles
+                    .wrapping_add((slot + PREFETCH_BLOCKS) * GROUP_BYTES);
                 // A prefetch never faults, even past the end of the weights.
                 _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
             }
