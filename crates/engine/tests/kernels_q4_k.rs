@@ -219,7 +219,8 @@ fn wrong_sizes_are_clear_errors() {
     let err = Q4KMatrix::new(short, 8, 512).unwrap_err();
     assert_eq!(
         err,
-        KernelError::Q4KWrongByteCount {
+        KernelError::KQuantWrongByteCount {
+            quant: "Q4_K",
             rows: 8,
             cols: 512,
             expected: 8 * 2 * Q4_K_BLOCK_BYTES,
@@ -231,7 +232,10 @@ fn wrong_sizes_are_clear_errors() {
     assert_eq!(err.rows(), 16, "same bytes, other whole-block shape");
     assert_eq!(
         Q4KMatrix::new(BlockBytes::Owned(bytes), 8, 500).unwrap_err(),
-        KernelError::Q4KBadColumns { cols: 500 }
+        KernelError::KQuantBadColumns {
+            quant: "Q4_K",
+            cols: 500
+        }
     );
     assert_eq!(
         c.matrix.matvec(&[0.0; 256]).unwrap_err(),
@@ -250,7 +254,8 @@ fn q6_k_wrong_sizes_are_clear_errors() {
     let err = Q6KMatrix::new(BlockBytes::Owned(bytes.clone()), 8, 512).unwrap_err();
     assert_eq!(
         err,
-        KernelError::Q6KWrongByteCount {
+        KernelError::KQuantWrongByteCount {
+            quant: "Q6_K",
             rows: 8,
             cols: 512,
             expected: 8 * 2 * Q6_K_BLOCK_BYTES,
@@ -260,7 +265,10 @@ fn q6_k_wrong_sizes_are_clear_errors() {
     assert!(err.to_string().contains("Q6_K"), "{err}");
     assert_eq!(
         Q6KMatrix::new(BlockBytes::Owned(bytes), 8, 128).unwrap_err(),
-        KernelError::Q6KBadColumns { cols: 128 }
+        KernelError::KQuantBadColumns {
+            quant: "Q6_K",
+            cols: 128
+        }
     );
     assert_eq!(
         c.matrix.matvec(&[0.0; 768]).unwrap_err(),

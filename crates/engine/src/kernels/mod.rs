@@ -12,6 +12,7 @@ mod activations;
 mod attention;
 mod block_bytes;
 mod gelu;
+mod k_quant;
 mod q4_0;
 mod q4_0_scalar;
 #[cfg(target_arch = "x86_64")]
@@ -34,9 +35,10 @@ mod tier;
 pub use attention::{attention, AttentionError, AttentionInput, Visibility};
 pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
+pub use k_quant::{KQuant, KQuantMatrix, K_QUANT_BLOCK_VALUES};
 pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
-pub use q4_k::{Q4KMatrix, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
-pub use q6_k::{Q6KMatrix, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
+pub use q4_k::{Q4KMatrix, Q4K, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
+pub use q6_k::{Q6KMatrix, Q6K, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
 pub use q8_0::{Q8_0Matrix, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};
 pub use tier::Tier;
 
@@ -75,33 +77,17 @@ pub enum KernelError {
     },
 
     #[error(
-        "a Q4_K matrix needs a column count that is a positive multiple of 256, got {cols}; \
-         the tensor is not Q4_K or its shape is wrong"
+        "a {quant} matrix needs a column count that is a positive multiple of 256, got \
+         {cols}; the tensor is not {quant} or its shape is wrong"
     )]
-    Q4KBadColumns { cols: usize },
+    KQuantBadColumns { quant: &'static str, cols: usize },
 
     #[error(
-        "a {rows}x{cols} Q4_K matrix needs {expected} bytes of blocks, got {found}; \
+        "a {rows}x{cols} {quant} matrix needs {expected} bytes of blocks, got {found}; \
          the file is truncated or the tensor's type or shape is wrong"
     )]
-    Q4KWrongByteCount {
-        rows: usize,
-        cols: usize,
-        expected: usize,
-        found: usize,
-    },
-
-    #[error(
-        "a Q6_K matrix needs a column count that is a positive multiple of 256, got {cols}; \
-         the tensor is not Q6_K or its shape is wrong"
-    )]
-    Q6KBadColumns { cols: usize },
-
-    #[error(
-        "a {rows}x{cols} Q6_K matrix needs {expected} bytes of blocks, got {found}; \
-         the file is truncated or the tensor's type or shape is wrong"
-    )]
-    Q6KWrongByteCount {
+    KQuantWrongByteCount {
+        quant: &'static str,
         rows: usize,
         cols: usize,
         expected: usize,

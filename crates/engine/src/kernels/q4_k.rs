@@ -5,15 +5,13 @@
 //! moves about a quarter fewer bytes. Prefill (many rows) stays on candle's tiles.
 
 use half::f16;
-use rayon::prelude::*;
 
-use super::block_bytes::BlockBytes;
+use super::k_quant::{KQuant, KQuantMatrix, Kernels, K_QUANT_BLOCK_VALUES};
 use super::q4_k_scalar;
 use super::tier::Tier;
-use super::KernelError;
 
 /// Weights per Q4_K super-block.
-pub const Q4_K_BLOCK_VALUES: usize = 256;
+pub const Q4_K_BLOCK_VALUES: usize = K_QUANT_BLOCK_VALUES;
 /// Bytes per Q4_K super-block: f16 `d`, f16 `dmin`, 12 bytes of 6-bit scales and mins
 /// for 8 sub-blocks of 32, then 128 bytes of nibbles. Byte `i` of nibble chunk `j`
 /// (32 bytes each) holds value `64j + i` (low nibble) and `64j + 32 + i` (high nibble);
@@ -26,100 +24,31 @@ pub(crate) const SUB_BLOCKS: usize = Q4_K_BLOCK_VALUES / SUB_BLOCK;
 pub(crate) const SCALES_AT: usize = 4;
 pub(crate) const NIBBLES_AT: usize = 16;
 
-/// Output rows per parallel task: a task reads 32 rows (46 KB for a 2560-wide Phi-2
-/// row), enough tasks to balance two threads and few enough to keep rayon's cost low.
-const TASK_ROWS: usize = 32;
+/// The Q4_K block format.
+#[derive(Debug, Clone, Copy)]
+pub struct Q4K;
 
-/// An `rows x cols` weight matrix (`out x in`, as stored in a GGUF) of Q4_K blocks.
-#[derive(Debug)]
-pub struct Q4KMatrix {
-    bytes: BlockBytes,
-    rows: usize,
-    cols: usize,
+/// A Q4_K matrix: [`KQuantMatrix`] over [`Q4K`] blocks.
+pub type Q4KMatrix = KQuantMatrix<Q4K>;
+
+impl KQuant for Q4K {
+    const NAME: &'static str = "Q4_K";
+    const BLOCK_BYTES: usize = Q4_K_BLOCK_BYTES;
 }
 
-impl Q4KMatrix {
-    /// A matrix over GGML Q4_K block bytes: `rows` rows of `cols / 256` super-blocks,
-    /// row after row, as a GGUF tensor of shape `[cols, rows]` (or a candle `QTensor` of
-    /// shape `(rows, cols)`) stores them. The bytes are not copied. Fails if `cols` is not
-    /// a positive multiple of 256, the byte count does not match, or a mapped range lies
-    /// outside its mapping.
-    pub fn new(bytes: BlockBytes, rows: usize, cols: usize) -> Result<Self, KernelError> {
-        if cols == 0 || !cols.is_multiple_of(Q4_K_BLOCK_VALUES) {
-            return Err(KernelError::Q4KBadColumns { cols });
-        }
-        bytes.validate()?;
-        let expected = rows * (cols / Q4_K_BLOCK_VALUES) * Q4_K_BLOCK_BYTES;
-        let found = bytes.as_slice().len();
-        if found != expected {
-            return Err(KernelError::Q4KWrongByteCount {
-                rows,
-                cols,
-                expected,
-                found,
-            });
-        }
-        Ok(Self { bytes, rows, cols })
-    }
-
-    /// Output features.
-    pub fn rows(&self) -> usize {
-        self.rows
-    }
-
-    /// Input features.
-    pub fn cols(&self) -> usize {
-        self.cols
-    }
-
-    pub fn bytes(&self) -> &BlockBytes {
-        &self.bytes
-    }
-
-    fn row_bytes(&self) -> usize {
-        self.cols / Q4_K_BLOCK_VALUES * Q4_K_BLOCK_BYTES
-    }
-
-    /// `W · x` for one activation row `x` of `cols` values: `rows` outputs, with the best
-    /// instruction set this CPU has, on the current rayon pool.
-    pub fn matvec(&self, x: &[f32]) -> Result<Vec<f32>, KernelError> {
-        self.matvec_with(Tier::best(), x)
-    }
-
-    /// [`Q4KMatrix::matvec`] on a chosen tier (for tests and benchmarks).
-    pub fn matvec_with(&self, tier: Tier, x: &[f32]) -> Result<Vec<f32>, KernelError> {
-        if x.len() != self.cols {
-            return Err(KernelError::BadInput {
-                len: x.len(),
-                cols: self.cols,
-            });
-        }
-        if !tier_runs_k_quants(tier) {
-            return Err(KernelError::TierUnavailable { tier });
-        }
+impl Kernels for Q4K {
+    fn quantize(tier: Tier, x: &[f32]) -> Q8KRow {
         let order = if tier == Tier::Avx512Vnni {
             SubBlockOrder::Paired
         } else {
             SubBlockOrder::Natural
         };
-        let acts = Q8KRow::quantize(x, order, SUB_BLOCK);
-        let row_bytes = self.row_bytes();
-        let mut out = vec![0f32; self.rows];
-        out.par_chunks_mut(TASK_ROWS)
-            .zip(self.bytes.as_slice().par_chunks(TASK_ROWS * row_bytes))
-            .for_each(|(out, w)| rows_dot(tier, w, row_bytes, &acts, out));
-        Ok(out)
+        Q8KRow::quantize(x, order, SUB_BLOCK)
     }
-}
 
-/// Whether `tier` can run here; the AVX-512 kernel also needs AVX512-BW, which every
-/// AVX512-VNNI CPU has, but it is checked rather than assumed.
-pub(crate) fn tier_runs_k_quants(tier: Tier) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if tier == Tier::Avx512Vnni && !std::is_x86_feature_detected!("avx512bw") {
-        return false;
+    fn rows_dot(tier: Tier, w: &[u8], row_bytes: usize, acts: &Q8KRow, out: &mut [f32]) {
+        rows_dot(tier, w, row_bytes, acts, out);
     }
-    tier.is_available()
 }
 
 /// `out[r] = w_r · x` for every weight row in `w`.
@@ -159,23 +88,24 @@ pub(crate) enum SubBlockOrder {
 const PAIRED: [usize; SUB_BLOCKS] = [0, 2, 1, 3, 4, 6, 5, 7];
 
 /// One activation row in int8, GGML's Q8_K scheme with sums over groups of
-/// `sum_width` values: `x ≈ scales[b] * qs[i]` over super-block `b`.
-pub(crate) struct Q8KRow {
-    pub order: SubBlockOrder,
+/// `sum_width` values: `x ≈ scales[b] * qs[i]` over super-block `b`. Public only as
+/// an opaque type in the sealed [`super::k_quant::Kernels`] signatures.
+pub struct Q8KRow {
+    pub(crate) order: SubBlockOrder,
     /// `cols` values, sub-blocks in `order`.
-    pub qs: Vec<i8>,
-    pub sum_width: usize,
+    pub(crate) qs: Vec<i8>,
+    pub(crate) sum_width: usize,
     /// `Σ qs` of each group of `sum_width` values (32 for Q4_K's sub-blocks, 16 for
     /// Q6_K's), in natural order (`|Σ| ≤ 32 · 127` fits an i16).
-    pub sums: Vec<i16>,
+    pub(crate) sums: Vec<i16>,
     /// One scale per super-block.
-    pub scales: Vec<f32>,
+    pub(crate) scales: Vec<f32>,
 }
 
 impl Q8KRow {
     /// Quantizes `x` (a multiple of 256 values), with sums over `sum_width` (a divisor
     /// of 32) values.
-    pub fn quantize(x: &[f32], order: SubBlockOrder, sum_width: usize) -> Self {
+    pub(crate) fn quantize(x: &[f32], order: SubBlockOrder, sum_width: usize) -> Self {
         debug_assert!(x.len().is_multiple_of(Q4_K_BLOCK_VALUES));
         debug_assert!(SUB_BLOCK.is_multiple_of(sum_width));
         let per_sub_block = SUB_BLOCK / sum_width;
