@@ -1,6 +1,8 @@
 //! Our Q4_0 matmul against candle's own Q4_0 dequantization and an f32 matmul, on every
 //! instruction-set tier this CPU runs and on the portable scalar path.
 
+mod common;
+
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -43,20 +45,9 @@ fn case(n: usize, k: usize, seed: u64) -> Case {
     }
 }
 
-/// Deterministic N(0, 0.02)-like weights (sum of uniforms from a 64-bit LCG).
+/// Deterministic N(0, 0.02)-like weights.
 fn gaussian(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|_| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 0.035)
-        .collect()
+    common::gaussian_like(len, seed, 0.035)
 }
 
 fn activations(m: usize, k: usize) -> Vec<f32> {

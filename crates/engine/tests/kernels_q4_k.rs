@@ -3,6 +3,8 @@
 //! CPU runs and on the portable scalar path; and the linear layer's routing of decode
 //! rows to them.
 
+mod common;
+
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
@@ -70,19 +72,12 @@ fn case(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> Case {
 }
 
 /// Deterministic N(0, 0.02)-like weights with a per-row offset, so rows have different
-/// mins (sum of uniforms from a 64-bit LCG).
+/// mins.
 fn gaussian(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|i| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 0.035 + (i % 7) as f32 * 0.004)
+    common::gaussian_like(len, seed, 0.035)
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| v + (i % 7) as f32 * 0.004)
         .collect()
 }
 

@@ -2,6 +2,8 @@
 //! blocks, on every instruction-set tier this CPU runs and on the portable scalar path,
 //! including shapes whose rows and columns need padding (SigLIP's fc2 reads 4304 inputs).
 
+mod common;
+
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Module, Tensor};
 use impchat_engine::kernels::{KernelError, Q8_0Matrix, Tier};
@@ -19,20 +21,9 @@ const SHAPES: [(usize, usize); 6] = [
 ];
 const TOKENS: [usize; 5] = [1, 2, 7, 13, 61];
 
-/// Deterministic N(0, 0.07)-like values (sum of uniforms from a 64-bit LCG).
+/// Deterministic N(0, 0.07)-like values.
 fn gaussian(len: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut uniform = move || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 40) as f32 / (1u64 << 24) as f32
-    };
-    (0..len)
-        .map(|_| ((0..4).map(|_| uniform()).sum::<f32>() - 2.0) * 0.12)
-        .collect()
+    common::gaussian_like(len, seed, 0.12)
 }
 
 fn activations(m: usize, k: usize) -> Vec<f32> {
