@@ -176,29 +176,11 @@ fn decode_row_forward(
     Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
 }
 
-fn q4_0_forward(weight: &Q4_0Matrix, xs: &Tensor) -> Result<Tensor> {
-    let dims = xs.dims();
-    let Some((&k, batch)) = dims.split_last() else {
-        candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
-    };
-    if k != weight.cols() {
-        candle_core::bail!(
-            "linear layer expects {} input features, got shape {dims:?}",
-            weight.cols()
-        );
-    }
-    let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let ys = weight.matmul(&x).map_err(candle_core::Error::wrap)?;
-    let mut out_dims = batch.to_vec();
-    out_dims.push(weight.rows());
-    Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
-}
-
 impl Module for Linear {
     fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let ys = match &self.weight {
             Weight::Candle(w) => w.forward(xs)?,
-            Weight::Q4_0(w) => q4_0_forward(w, xs)?,
+            Weight::Q4_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q8_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q4K { candle, own } => {
                 decode_row_forward(candle, (own.rows(), own.cols()), |x| own.matvec(x), xs)?

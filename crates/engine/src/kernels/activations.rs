@@ -1,92 +1,85 @@
-//! f32 activations quantized to int8 blocks of 32 values (GGML's Q8_0 scheme), once per
-//! matmul, in a layout the dot-product kernels read directly.
+//! f32 activations quantized to int8 blocks of 32 (GGML's Q8_0 scheme) for the
+//! interleaved kernels, once per matmul: each row zero-padded to the matrix's padded
+//! width, with the per-block sums the kernels need to undo their weight offset.
 
 use rayon::prelude::*;
 
-use super::q4_0::Q4_0_BLOCK_VALUES;
+use super::interleaved::BLOCK_VALUES;
 
-/// Values per i32 lane of a `vpdpbusd` / `vpmaddwd` result.
-const GROUP: usize = 4;
-/// i32 lanes of [`QuantizedRows::block_offsets`] per block.
-pub(crate) const BLOCK_LANES: usize = 4;
-
-/// `m` rows of `k` activations: `x ≈ scale[block] * qs[i]`.
-pub(crate) struct QuantizedRows {
+/// `m` rows of `k` (a multiple of 32) activations: `x ≈ scales[block] * qs[i]`.
+pub(crate) struct Q8Activations {
     pub k: usize,
     pub qs: Vec<i8>,
-    /// Per block, 4 lanes: `-8 * (Σ qs[4j..4j + 4] + Σ qs[16 + 4j..16 + 4j + 4])`. It
-    /// seeds the i32 lane `j` that sums a block's low- and high-nibble products, so the
-    /// kernels can multiply the raw unsigned Q4_0 nibbles `q` and still get `Σ (q - 8) a`.
-    /// Read only by the x86 SIMD tiles.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
-    pub block_offsets: Vec<i32>,
     pub scales: Vec<f32>,
+    /// `Σ qs` per block: times minus the weights' offset, it seeds a `vpdpbusd` over
+    /// offset weights.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub sums: Vec<i32>,
 }
 
-impl QuantizedRows {
-    /// Quantizes the row-major `m x k` matrix `x` (`k` a multiple of 32).
-    pub fn quantize(x: &[f32], k: usize) -> Self {
-        debug_assert!(k.is_multiple_of(Q4_0_BLOCK_VALUES) && x.len().is_multiple_of(k));
-        let m = x.len() / k;
-        let blocks = k / Q4_0_BLOCK_VALUES;
+impl Q8Activations {
+    /// Quantizes the row-major `m x cols` matrix `x` into rows of `k >= cols` values,
+    /// the columns past `cols` being zero.
+    pub fn quantize(x: &[f32], cols: usize, k: usize) -> Self {
+        debug_assert!(k >= cols && k.is_multiple_of(BLOCK_VALUES));
+        let m = x.len().checked_div(cols).unwrap_or(0);
+        let blocks = k / BLOCK_VALUES;
         let mut qs = vec![0i8; m * k];
-        let mut block_offsets = vec![0i32; m * blocks * BLOCK_LANES];
         let mut scales = vec![0f32; m * blocks];
-        let rows = x
-            .par_chunks(k)
+        let mut sums = vec![0i32; m * blocks];
+        x.par_chunks(cols.max(1))
             .zip(qs.par_chunks_mut(k))
-            .zip(block_offsets.par_chunks_mut(blocks * BLOCK_LANES))
             .zip(scales.par_chunks_mut(blocks))
-            .with_min_len(8);
-        rows.for_each(|(((x, qs), block_offsets), scales)| {
-            quantize_row(x, qs, scales);
-            for (lanes, block) in block_offsets
-                .chunks_exact_mut(BLOCK_LANES)
-                .zip(qs.chunks_exact(Q4_0_BLOCK_VALUES))
-            {
-                let (lo, hi) = block.split_at(Q4_0_BLOCK_VALUES / 2);
-                for ((lane, lo), hi) in lanes
-                    .iter_mut()
-                    .zip(lo.chunks_exact(GROUP))
-                    .zip(hi.chunks_exact(GROUP))
+            .zip(sums.par_chunks_mut(blocks))
+            .with_min_len(8)
+            .for_each(|(((x, qs), scales), sums)| {
+                let mut padded = [0f32; BLOCK_VALUES];
+                for (b, ((qs, scale), sum)) in qs
+                    .chunks_exact_mut(BLOCK_VALUES)
+                    .zip(scales.iter_mut())
+                    .zip(sums.iter_mut())
+                    .enumerate()
                 {
-                    *lane = -8 * lo.iter().chain(hi).map(|&q| i32::from(q)).sum::<i32>();
+                    let start = (b * BLOCK_VALUES).min(x.len());
+                    let end = (start + BLOCK_VALUES).min(x.len());
+                    let block = if end - start == BLOCK_VALUES {
+                        &x[start..end]
+                    } else {
+                        padded.fill(0.0);
+                        padded[..end - start].copy_from_slice(&x[start..end]);
+                        &padded
+                    };
+                    *scale = quantize_block(block, qs);
+                    *sum = qs.iter().map(|&q| i32::from(q)).sum::<i32>();
                 }
-            }
-        });
+            });
         Self {
             k,
             qs,
-            block_offsets,
             scales,
+            sums,
         }
     }
 
     pub fn rows(&self) -> usize {
-        self.qs.len() / self.k
+        self.qs.len().checked_div(self.k).unwrap_or(0)
     }
 }
 
-fn quantize_row(x: &[f32], qs: &mut [i8], scales: &mut [f32]) {
-    for ((x, qs), scale) in x
-        .chunks_exact(Q4_0_BLOCK_VALUES)
-        .zip(qs.chunks_exact_mut(Q4_0_BLOCK_VALUES))
-        .zip(scales.iter_mut())
-    {
-        let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let d = amax / 127.0;
-        let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-        for (q, v) in qs.iter_mut().zip(x) {
-            // `as` saturates (and maps NaN to 0), so the result always fits an i8.
-            *q = round_small(v * inv) as i8;
-        }
-        *scale = d;
+/// `d = max|x| / 127`, `q = round(x / d)` (half to even).
+fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let d = amax / 127.0;
+    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+    for (q, v) in qs.iter_mut().zip(x) {
+        // `as` saturates (and maps NaN to 0), so the result always fits an i8.
+        *q = round_small(v * inv) as i8;
     }
+    d
 }
 
-/// Rounds half to even for `|y| < 2^22` (here `|y| ≤ 127`): adding and subtracting
-/// 1.5·2^23 drops the fraction in the FPU's rounding mode. Unlike `f32::round`, which is
-/// a libm call on baseline x86_64, this vectorises.
+/// Rounds half to even for `|y| < 2^22` by adding and subtracting 1.5·2^23 (vectorises,
+/// unlike `f32::round`, a libm call on baseline x86_64).
 #[inline(always)]
 fn round_small(y: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;

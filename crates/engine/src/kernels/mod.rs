@@ -1,22 +1,24 @@
 //! Our own CPU matmul kernels for quantized weights where candle's are the bottleneck.
 //!
 //! Candle 0.11.1 has no batched Q4_0 GEMM on x86 (prefill runs one row at a time), so
-//! [`Q4_0Matrix`] multiplies f32 activations by GGML Q4_0 blocks directly: activations
-//! are quantized once per call to int8 blocks of 32, then int8 dot products run with
-//! AVX512-VNNI, AVX-VNNI or AVX2 (picked at run time), or a portable scalar loop.
-//! At load the blocks are repacked four rows side by side, in as many bytes as the file
-//! holds, so one AVX-512 load feeds four rows. [`attention`] is flash-style attention on
-//! f32 rows (candle builds the whole score matrix and mask).
+//! [`Q4_0Matrix`] and [`Q8_0Matrix`] ([`Interleaved`]) multiply f32 activations by GGML
+//! blocks directly: activations are quantized once per call to int8 blocks of 32, then
+//! int8 dot products run with AVX512-VNNI, AVX-VNNI or AVX2 (picked at run time), or a
+//! portable scalar loop. At load the blocks are repacked 16 rows side by side, in as
+//! many bytes as the file holds, so one `vpdpbusd` advances 16 rows. [`KQuantMatrix`]
+//! runs Q4_K / Q6_K decode rows over candle's own blocks. [`attention`] is flash-style
+//! attention on f32 rows (candle builds the whole score matrix and mask).
 
 mod activations;
 mod attention;
 mod block_bytes;
 mod gelu;
+mod interleaved;
+mod interleaved_tensor;
+#[cfg(target_arch = "x86_64")]
+mod interleaved_x86;
 mod k_quant;
 mod q4_0;
-mod q4_0_scalar;
-#[cfg(target_arch = "x86_64")]
-mod q4_0_x86;
 mod q4_k;
 mod q4_k_scalar;
 #[cfg(target_arch = "x86_64")]
@@ -26,20 +28,17 @@ mod q6_k_scalar;
 #[cfg(target_arch = "x86_64")]
 mod q6_k_x86;
 mod q8_0;
-mod q8_0_acts;
-mod q8_0_tensor;
-#[cfg(target_arch = "x86_64")]
-mod q8_0_x86;
 mod tier;
 
 pub use attention::{attention, AttentionError, AttentionInput, Visibility};
 pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
+pub use interleaved::{Interleaved, Q4_0Matrix, Q8_0Matrix};
 pub use k_quant::{KQuant, KQuantMatrix, K_QUANT_BLOCK_VALUES};
-pub use q4_0::{Q4_0Matrix, Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
+pub use q4_0::{Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
 pub use q4_k::{Q4KMatrix, Q4K, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
 pub use q6_k::{Q6KMatrix, Q6K, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
-pub use q8_0::{Q8_0Matrix, Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};
+pub use q8_0::{Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};
 pub use tier::Tier;
 
 /// Whether [`Q4_0Matrix`] beats candle's `QMatMul` for Q4_0 on this target: everywhere

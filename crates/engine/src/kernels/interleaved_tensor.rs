@@ -1,12 +1,12 @@
-//! [`Q8_0Matrix`] as a linear layer over candle tensors: the activations are read in
+//! An [`Interleaved`] matrix (Q4_0 or Q8_0) as a linear layer over candle tensors: the activations are read in
 //! place (no copy when they are contiguous f32) and the bias is added by the kernel.
 
 use candle_core::{bail, DType, Result, Storage, Tensor};
 
-use super::q8_0::Q8_0Matrix;
+use super::interleaved::Interleaved;
 use super::tier::Tier;
 
-impl Q8_0Matrix {
+impl<const BITS: usize> Interleaved<BITS> {
     /// `(…, cols)` → `(…, rows)`: `xs · Wᵀ + bias`, in `xs`'s dtype.
     pub fn forward(&self, xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let dims = xs.dims();
@@ -26,7 +26,10 @@ impl Q8_0Matrix {
         let ys = {
             let (storage, layout) = x.storage_and_layout();
             let Storage::Cpu(cpu) = &*storage else {
-                bail!("the Q8_0 kernel runs on the CPU; move the input there first");
+                bail!(
+                    "the {} kernel runs on the CPU; move the input there first",
+                    Self::NAME
+                );
             };
             let start = layout.start_offset();
             let values = &cpu.as_slice::<f32>()?[start..start + x.elem_count()];

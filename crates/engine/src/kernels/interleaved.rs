@@ -1,0 +1,355 @@
+//! Weight matrices of 32-value blocks stored for int8 dot products, 16 rows side by side,
+//! and their matmul: f32 activations in, f32 outputs out. Q4_0 ([`Q4_0Matrix`]) and Q8_0
+//! ([`Q8_0Matrix`]) share the layout, the kernels and this driver.
+//!
+//! Per block of 32 values and group of 16 rows there are `BITS` chunks of 64 bytes, each
+//! holding 4 bytes of every row, so one 512-bit `vpdpbusd` with 4 broadcast activation
+//! bytes advances 16 output rows at once and the result needs no horizontal sum.
+//! - Q8_0: chunk `c` holds values `4c..4c + 4` of each row, stored `q + 128`.
+//! - Q4_0: chunk `c` holds bytes `4c..4c + 4` of each row's GGML nibbles: values
+//!   `4c..4c + 4` in the low nibbles and `16 + 4c..16 + 4c + 4` in the high ones, stored
+//!   `q + 8` as GGML keeps them. The repacked matrix takes exactly the file's bytes.
+//!
+//! Stored values are unsigned, the operand `vpdpbusd` multiplies by signed activations;
+//! the kernels start each block's sums at `-offset * Σ a` to undo the offset. Rows are
+//! padded to a multiple of 16 and columns to whole blocks (SigLIP's `fc2` reads 4304).
+
+use half::f16;
+use rayon::prelude::*;
+
+use super::activations::Q8Activations;
+use super::tier::Tier;
+use super::KernelError;
+
+/// Values per block, for both formats.
+pub(crate) const BLOCK_VALUES: usize = 32;
+/// Rows interleaved together: the 16 i32 lanes of a 512-bit register.
+pub(crate) const GROUP_ROWS: usize = 16;
+/// Consecutive values of one row that one `vpdpbusd` lane sums: an activation "word".
+pub(crate) const LANE_VALUES: usize = 4;
+/// Activation words per block.
+pub(crate) const BLOCK_WORDS: usize = BLOCK_VALUES / LANE_VALUES;
+
+/// Row groups per parallel task, and activation rows per task: a task's weights
+/// (`TASK_GROUPS * 16` rows) and activations stay in L2 while its tiles pass over them.
+const TASK_GROUPS: usize = 4;
+const TASK_TOKENS: usize = 96;
+
+/// 16 rows × 4 bytes, aligned so a 512-bit load never splits a cache line.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Chunk(pub [u8; GROUP_ROWS * LANE_VALUES]);
+
+/// An `rows x cols` weight matrix (`out x in`) of `BITS`-bit blocks, interleaved.
+pub struct Interleaved<const BITS: usize> {
+    rows: usize,
+    cols: usize,
+    /// `cols` rounded up to whole blocks.
+    padded_cols: usize,
+    /// `groups × blocks × BITS` chunks.
+    chunks: Vec<Chunk>,
+    /// `groups × blocks × 16` f16 scale bits, one per row and block.
+    scales: Vec<u16>,
+}
+
+/// GGML Q4_0 weights, repacked: see the module docs.
+pub type Q4_0Matrix = Interleaved<4>;
+/// GGML Q8_0 weights, repacked: see the module docs.
+pub type Q8_0Matrix = Interleaved<8>;
+
+impl<const BITS: usize> std::fmt::Debug for Interleaved<BITS> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}Matrix({}x{})", Self::NAME, self.rows, self.cols)
+    }
+}
+
+impl<const BITS: usize> Interleaved<BITS> {
+    /// The format's GGML name.
+    pub(crate) const NAME: &'static str = if BITS == 4 { "Q4_0" } else { "Q8_0" };
+    /// Chunks per block and row group: 32 values × 16 rows × `BITS` bits in 64 bytes.
+    pub(crate) const BLOCK_CHUNKS: usize = {
+        assert!(
+            BITS == 4 || BITS == 8,
+            "only 4- and 8-bit blocks are interleaved"
+        );
+        BITS
+    };
+    /// Values packed into each byte: the low bits first.
+    pub(crate) const PER_BYTE: usize = 8 / BITS;
+    /// How much a stored value exceeds its weight.
+    pub(crate) const OFFSET: i32 = 1 << (BITS - 1);
+    /// Bits of one stored value.
+    const MASK: u8 = (((1u16 << BITS) - 1) & 0xFF) as u8;
+    /// The chunk of weights that are all zero (padding rows and columns).
+    const ZERO_CHUNK: Chunk = Chunk([if BITS == 4 { 0x88 } else { 0x80 }; 64]);
+
+    /// The activation word that value `part` of each byte of chunk `c` multiplies (part 0
+    /// is the low bits): Q4_0's high nibbles hold the second half of the block.
+    #[inline(always)]
+    pub(crate) const fn word(c: usize, part: usize) -> usize {
+        c + part * (BLOCK_WORDS / Self::PER_BYTE)
+    }
+
+    /// An all-zero matrix of `rows x cols` to fill in.
+    pub(crate) fn zeroed(rows: usize, cols: usize) -> Result<Self, KernelError> {
+        if rows == 0 || cols == 0 {
+            return Err(KernelError::EmptyMatrix { rows, cols });
+        }
+        let padded_cols = cols.next_multiple_of(BLOCK_VALUES);
+        let groups = rows.div_ceil(GROUP_ROWS);
+        let blocks = padded_cols / BLOCK_VALUES;
+        Ok(Self {
+            rows,
+            cols,
+            padded_cols,
+            chunks: vec![Self::ZERO_CHUNK; groups * blocks * Self::BLOCK_CHUNKS],
+            scales: vec![0; groups * blocks * GROUP_ROWS],
+        })
+    }
+
+    /// Fills every row group in parallel: `fill(g, chunks, scales)` gets group `g`'s
+    /// `blocks × BITS` chunks and `blocks × 16` scales.
+    pub(crate) fn fill_groups<F>(&mut self, fill: F)
+    where
+        F: Fn(usize, &mut [Chunk], &mut [u16]) + Sync,
+    {
+        let blocks = self.blocks();
+        self.chunks
+            .par_chunks_mut(blocks * Self::BLOCK_CHUNKS)
+            .zip(self.scales.par_chunks_mut(blocks * GROUP_ROWS))
+            .enumerate()
+            .for_each(|(g, (chunks, scales))| fill(g, chunks, scales));
+    }
+
+    /// Repacks GGML blocks of `block_bytes` each (an f16 scale `d`, then the values),
+    /// `rows` rows of `cols / 32` blocks one after another: `place(values, lane, chunks)`
+    /// stores one block's value bytes for row `lane` into that block's chunks. The caller
+    /// has checked that `bytes` holds exactly the rows.
+    pub(crate) fn repack<F>(
+        rows: usize,
+        cols: usize,
+        bytes: &[u8],
+        block_bytes: usize,
+        place: F,
+    ) -> Result<Self, KernelError>
+    where
+        F: Fn(&[u8], usize, &mut [Chunk]) + Sync,
+    {
+        let mut matrix = Self::zeroed(rows, cols)?;
+        let row_bytes = matrix.blocks() * block_bytes;
+        matrix.fill_groups(|g, chunks, scales| {
+            let first = (g * GROUP_ROWS * row_bytes).min(bytes.len());
+            let end = (first + GROUP_ROWS * row_bytes).min(bytes.len());
+            for (lane, row) in bytes[first..end].chunks_exact(row_bytes).enumerate() {
+                for (b, block) in row.chunks_exact(block_bytes).enumerate() {
+                    scales[b * GROUP_ROWS + lane] = u16::from_le_bytes([block[0], block[1]]);
+                    let chunks = &mut chunks[b * Self::BLOCK_CHUNKS..][..Self::BLOCK_CHUNKS];
+                    place(&block[2..], lane, chunks);
+                }
+            }
+        });
+        Ok(matrix)
+    }
+
+    /// Output features.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// Input features.
+    pub fn cols(&self) -> usize {
+        self.cols
+    }
+
+    /// Bytes of weights held in memory (stored values and scales, padding included).
+    pub fn resident_bytes(&self) -> usize {
+        std::mem::size_of_val(self.chunks.as_slice())
+            + std::mem::size_of_val(self.scales.as_slice())
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.padded_cols / BLOCK_VALUES
+    }
+
+    fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP_ROWS)
+    }
+
+    /// Weight `i` of a block for row `lane`, given the block's chunks.
+    #[inline(always)]
+    fn weight(chunks: &[Chunk], lane: usize, i: usize) -> i32 {
+        let words_per_part = BLOCK_WORDS / Self::PER_BYTE;
+        let (word, part) = (i / LANE_VALUES, i / LANE_VALUES / words_per_part);
+        let byte = chunks[word % words_per_part].0[lane * LANE_VALUES + i % LANE_VALUES];
+        i32::from((byte >> (part * BITS)) & Self::MASK) - Self::OFFSET
+    }
+
+    /// The weights as f32 (`d * q`), row-major `rows x cols`: what the matmul multiplies.
+    pub fn dequantize(&self) -> Vec<f32> {
+        let blocks = self.blocks();
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, row) in out.chunks_exact_mut(self.cols).enumerate() {
+            let (g, lane) = (r / GROUP_ROWS, r % GROUP_ROWS);
+            for (c, w) in row.iter_mut().enumerate() {
+                let slot = g * blocks + c / BLOCK_VALUES;
+                let chunks = &self.chunks[slot * Self::BLOCK_CHUNKS..][..Self::BLOCK_CHUNKS];
+                let q = Self::weight(chunks, lane, c % BLOCK_VALUES);
+                let d = f16::from_bits(self.scales[slot * GROUP_ROWS + lane]);
+                *w = d.to_f32() * q as f32;
+            }
+        }
+        out
+    }
+
+    /// `x · Wᵀ` for the row-major `m x cols` activations `x`: an `m x rows` result, with
+    /// the best instruction set this CPU has, on the current rayon pool.
+    pub fn matmul(&self, x: &[f32]) -> Result<Vec<f32>, KernelError> {
+        self.matmul_with(Tier::best(), x)
+    }
+
+    /// [`Interleaved::matmul`] on a chosen tier (for tests and benchmarks).
+    pub fn matmul_with(&self, tier: Tier, x: &[f32]) -> Result<Vec<f32>, KernelError> {
+        self.matmul_bias(tier, x, None)
+    }
+
+    /// `x · Wᵀ + bias` (`bias` has one value per row), the bias added as each tile is
+    /// stored rather than in another pass over the output.
+    pub fn matmul_bias(
+        &self,
+        tier: Tier,
+        x: &[f32],
+        bias: Option<&[f32]>,
+    ) -> Result<Vec<f32>, KernelError> {
+        if let Some(bias) = bias.filter(|b| b.len() != self.rows) {
+            return Err(KernelError::BadBias {
+                len: bias.len(),
+                rows: self.rows,
+            });
+        }
+        if !x.len().is_multiple_of(self.cols) {
+            return Err(KernelError::BadInput {
+                len: x.len(),
+                cols: self.cols,
+            });
+        }
+        if !tier.is_available() {
+            return Err(KernelError::TierUnavailable { tier });
+        }
+        let acts = Q8Activations::quantize(x, self.cols, self.padded_cols);
+        let (m, n) = (acts.rows(), self.rows);
+        let mut out = vec![0f32; m * n];
+        if m == 0 {
+            return Ok(out);
+        }
+        let out_ptr = SharedOut(out.as_mut_ptr());
+        let panels = self.groups().div_ceil(TASK_GROUPS);
+        let token_tasks = m.div_ceil(TASK_TOKENS);
+        (0..panels * token_tasks).into_par_iter().for_each(|task| {
+            let (panel, tokens) = (task / token_tasks, task % token_tasks);
+            let groups = panel * TASK_GROUPS..((panel + 1) * TASK_GROUPS).min(self.groups());
+            let tokens = tokens * TASK_TOKENS..((tokens + 1) * TASK_TOKENS).min(m);
+            let out = out_ptr;
+            self.task(tier, &acts, groups, tokens, &mut |t, r0, values| {
+                let len = values.len().min(n - r0);
+                // SAFETY: `out` has `m * n` elements and outlives the parallel loop; each
+                // task writes only rows `tokens` × columns of its own row groups, so no
+                // two tasks touch the same element.
+                let dst = unsafe { std::slice::from_raw_parts_mut(out.0.add(t * n + r0), len) };
+                match bias {
+                    Some(bias) => {
+                        for ((d, v), b) in dst.iter_mut().zip(values).zip(&bias[r0..r0 + len]) {
+                            *d = v + b;
+                        }
+                    }
+                    None => dst.copy_from_slice(&values[..len]),
+                }
+            });
+        });
+        Ok(out)
+    }
+
+    /// Every tile of row groups `groups` × activation rows `tokens`; `emit(t, r0, values)`
+    /// receives the outputs of activation row `t` for weight rows `r0..r0 + 16`.
+    fn task(
+        &self,
+        tier: Tier,
+        acts: &Q8Activations,
+        groups: std::ops::Range<usize>,
+        tokens: std::ops::Range<usize>,
+        emit: &mut dyn FnMut(usize, usize, &[f32]),
+    ) {
+        let group_len = self.blocks() * Self::BLOCK_CHUNKS;
+        let scale_len = self.blocks() * GROUP_ROWS;
+        if tier == Tier::Scalar {
+            let mut values = [0f32; GROUP_ROWS];
+            for g in groups {
+                let chunks = &self.chunks[g * group_len..(g + 1) * group_len];
+                let scales = &self.scales[g * scale_len..(g + 1) * scale_len];
+                for t in tokens.clone() {
+                    Self::group_dot(chunks, scales, acts, t, &mut values);
+                    emit(t, g * GROUP_ROWS, &values);
+                }
+            }
+            return;
+        }
+        #[cfg(target_arch = "x86_64")]
+        super::interleaved_x86::tiles::<BITS>(
+            tier,
+            &self.chunks[groups.start * group_len..groups.end * group_len],
+            &self.scales[groups.start * scale_len..groups.end * scale_len],
+            acts,
+            tokens,
+            &mut |t, g, values| emit(t, (groups.start + g) * GROUP_ROWS, values),
+        );
+    }
+
+    /// The portable path: 16 outputs of one row group for activation row `t`.
+    fn group_dot(
+        chunks: &[Chunk],
+        scales: &[u16],
+        acts: &Q8Activations,
+        t: usize,
+        out: &mut [f32; GROUP_ROWS],
+    ) {
+        let k = acts.k;
+        let blocks = k / BLOCK_VALUES;
+        let qs = &acts.qs[t * k..(t + 1) * k];
+        *out = [0f32; GROUP_ROWS];
+        for b in 0..blocks {
+            let mut dots = [0i32; GROUP_ROWS];
+            let block = &chunks[b * Self::BLOCK_CHUNKS..(b + 1) * Self::BLOCK_CHUNKS];
+            for (c, chunk) in block.iter().enumerate() {
+                for part in 0..Self::PER_BYTE {
+                    let word = Self::word(c, part);
+                    let a = &qs[b * BLOCK_VALUES + word * LANE_VALUES..][..LANE_VALUES];
+                    for (dot, w) in dots.iter_mut().zip(chunk.0.chunks_exact(LANE_VALUES)) {
+                        *dot += w
+                            .iter()
+                            .zip(a)
+                            .map(|(&w, &a)| {
+                                let q = i32::from((w >> (part * BITS)) & Self::MASK);
+                                (q - Self::OFFSET) * i32::from(a)
+                            })
+                            .sum::<i32>();
+                    }
+                }
+            }
+            let da = acts.scales[t * blocks + b];
+            for ((o, dot), &bits) in out
+                .iter_mut()
+                .zip(dots)
+                .zip(&scales[b * GROUP_ROWS..(b + 1) * GROUP_ROWS])
+            {
+                *o += f16::from_bits(bits).to_f32() * da * dot as f32;
+            }
+        }
+    }
+}
+
+/// A pointer the parallel tasks share; each writes a disjoint part of the buffer.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+// SAFETY: only used for disjoint writes while the owning `Vec` is borrowed by `matmul`.
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}

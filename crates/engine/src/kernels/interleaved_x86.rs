@@ -1,0 +1,408 @@
+//! x86_64 tiles for [`super::Interleaved`] matrices: `G` row groups (16 rows each) × `T`
+//! activation rows per call, so each weight chunk is loaded (and, for Q4_0, split into
+//! nibbles) once for `T` activation rows and each broadcast activation word once for `G`
+//! groups.
+//!
+//! Per block, i32 lanes (one per weight row) sum the chunk products, then are scaled by
+//! `d_w * d_a` into f32 accumulators. The VNNI tiers multiply the stored unsigned values
+//! and start each block's lanes at `-offset * Σ a`. AVX2 multiplies with `vpmaddubsw`,
+//! whose i16 pair sums hold Q4_0's nibbles (≤ 15) but not Q8_0's `q + 128`, so for Q8_0
+//! it restores `q` and uses `|q|` × `sign(a, q)`, unseeded.
+
+use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::activations::Q8Activations;
+use super::interleaved::{Chunk, Interleaved, BLOCK_VALUES, GROUP_ROWS, LANE_VALUES};
+use super::tier::Tier;
+
+/// Outputs of one tile: `[group][activation row][row in group]`.
+type TileOut<const G: usize, const T: usize> = [[[f32; GROUP_ROWS]; T]; G];
+
+/// How far ahead of the chunk it multiplies a single-row (decode) tile asks for weights:
+/// each group is a stream of its own, too short for the hardware prefetcher to reach
+/// full speed on.
+const PREFETCH_CHUNKS: usize = 16;
+
+/// Where a tile reads: the first group's chunks and scales, the first activation row.
+#[derive(Clone, Copy)]
+struct TilePtrs {
+    chunks: *const Chunk,
+    /// Chunks between one group and the next.
+    group_chunks: usize,
+    scales: *const u16,
+    qs: *const i8,
+    sums: *const i32,
+    act_scales: *const f32,
+    k: usize,
+}
+
+impl TilePtrs {
+    fn blocks(&self) -> usize {
+        self.k / BLOCK_VALUES
+    }
+
+    /// Block `b`'s 16 scales of group `g`.
+    ///
+    /// # Safety
+    /// Group `g` must be inside the tile's groups.
+    #[inline(always)]
+    unsafe fn scales(&self, g: usize, b: usize) -> *const u16 {
+        // SAFETY: per the caller; groups hold `blocks × 16` scales each.
+        unsafe { self.scales.add((g * self.blocks() + b) * GROUP_ROWS) }
+    }
+
+    /// The sum of activation row `t`'s block `b`.
+    ///
+    /// # Safety
+    /// Activation row `t` must hold block `b`.
+    #[inline(always)]
+    unsafe fn sum(&self, t: usize, b: usize) -> i32 {
+        // SAFETY: per the caller.
+        unsafe { *self.sums.add(t * self.blocks() + b) }
+    }
+
+    /// The scale of activation row `t`'s block `b`.
+    ///
+    /// # Safety
+    /// Activation row `t` must hold block `b`.
+    #[inline(always)]
+    unsafe fn act_scale(&self, t: usize, b: usize) -> f32 {
+        // SAFETY: per the caller.
+        unsafe { *self.act_scales.add(t * self.blocks() + b) }
+    }
+
+    /// The 4 activation bytes of word `w` of block `b` of row `t`, in every i32 lane.
+    ///
+    /// # Safety
+    /// Activation row `t` must hold block `b`.
+    #[inline(always)]
+    unsafe fn word(&self, t: usize, b: usize, w: usize) -> i32 {
+        // SAFETY: in bounds per the caller; the read is unaligned.
+        unsafe {
+            self.qs
+                .add(t * self.k + b * BLOCK_VALUES + w * LANE_VALUES)
+                .cast::<i32>()
+                .read_unaligned()
+        }
+    }
+}
+
+/// The 512-bit tile: one register per row group and activation row.
+///
+/// # Safety
+/// The CPU must have AVX512-VNNI (and what [`Tier::Avx512Vnni`] checks); `p` must point at
+/// `G` groups of `k / 32` blocks and `T` activation rows of `k` values.
+// Index loops over the const-size tile arrays read like the math they do.
+#[allow(clippy::needless_range_loop)]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn tile_avx512vnni<const BITS: usize, const G: usize, const T: usize>(
+    p: TilePtrs,
+) -> TileOut<G, T> {
+    let nibble = _mm512_set1_epi8(0x0F);
+    let mut acc = [[_mm512_setzero_ps(); T]; G];
+    for b in 0..p.blocks() {
+        let mut dots = [[_mm512_setzero_si512(); T]; G];
+        for t in 0..T {
+            // SAFETY: row `t` has `k / 32` sums.
+            let seed = -Interleaved::<BITS>::OFFSET * unsafe { p.sum(t, b) };
+            dots.iter_mut().for_each(|d| d[t] = _mm512_set1_epi32(seed));
+        }
+        for c in 0..Interleaved::<BITS>::BLOCK_CHUNKS {
+            let mut stored = [_mm512_setzero_si512(); G];
+            for g in 0..G {
+                // SAFETY: chunk `c` of block `b` of group `g` is inside the caller's groups;
+                // chunks are 64-byte aligned.
+                let chunk = unsafe {
+                    p.chunks
+                        .add(g * p.group_chunks + b * Interleaved::<BITS>::BLOCK_CHUNKS + c)
+                };
+                if T == 1 {
+                    // A prefetch never faults, even past the end of the weights.
+                    _mm_prefetch::<_MM_HINT_T0>(chunk.wrapping_add(PREFETCH_CHUNKS).cast());
+                }
+                // SAFETY: as above.
+                stored[g] = unsafe { _mm512_load_si512(chunk.cast()) };
+            }
+            for part in 0..Interleaved::<BITS>::PER_BYTE {
+                let mut w = stored;
+                if BITS == 4 {
+                    for g in 0..G {
+                        let shifted = _mm512_srli_epi16::<4>(stored[g]);
+                        let bits = if part == 0 { stored[g] } else { shifted };
+                        w[g] = _mm512_and_si512(bits, nibble);
+                    }
+                }
+                let word = Interleaved::<BITS>::word(c, part);
+                for t in 0..T {
+                    // SAFETY: row `t` holds block `b`.
+                    let a = _mm512_set1_epi32(unsafe { p.word(t, b, word) });
+                    for g in 0..G {
+                        dots[g][t] = _mm512_dpbusd_epi32(dots[g][t], w[g], a);
+                    }
+                }
+            }
+        }
+        for g in 0..G {
+            // SAFETY: 16 scales per group and block, inside the caller's groups.
+            let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.scales(g, b).cast()) });
+            for t in 0..T {
+                // SAFETY: row `t` has `k / 32` scales.
+                let da = _mm512_set1_ps(unsafe { p.act_scale(t, b) });
+                let scale = _mm512_mul_ps(dw, da);
+                acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[g][t]), scale, acc[g][t]);
+            }
+        }
+    }
+    let mut out = [[[0f32; GROUP_ROWS]; T]; G];
+    for g in 0..G {
+        for t in 0..T {
+            // SAFETY: `out[g][t]` holds 16 floats.
+            unsafe { _mm512_storeu_ps(out[g][t].as_mut_ptr(), acc[g][t]) };
+        }
+    }
+    out
+}
+
+#[target_feature(enable = "avx2,avxvnni")]
+#[inline]
+fn dot_avxvnni<const BITS: usize>(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    _mm256_dpbusd_avx_epi32(acc, w, a)
+}
+
+/// `acc + Σ w·a` per i32 lane without VNNI. Q4_0's stored nibbles (≤ 15) times `a`
+/// (|a| ≤ 127) sum pairs within an i16; Q8_0's `q + 128` would not, so its `q` is
+/// restored and multiplied as `|q|` (≤ 128) times `sign(a, q)`.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn dot_avx2<const BITS: usize>(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
+    let pairs = if BITS == 4 {
+        _mm256_maddubs_epi16(w, a)
+    } else {
+        let q = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
+        _mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(a, q))
+    };
+    _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, _mm256_set1_epi16(1)))
+}
+
+/// Whether a tier's dot products run on the stored (offset) values and need seeds.
+const fn vnni_seeded(_bits: usize) -> bool {
+    true
+}
+
+const fn avx2_seeded(bits: usize) -> bool {
+    bits == 4
+}
+
+macro_rules! tile_256 {
+    ($name:ident, $features:literal, $dot:ident, $seeded:ident) => {
+        /// A 256-bit tile: each row group is two registers of 8 rows.
+        ///
+        /// # Safety
+        /// The CPU must have `$features`; `p` as for [`tile_avx512vnni`].
+        #[allow(clippy::needless_range_loop)]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const BITS: usize, const G: usize, const T: usize>(
+            p: TilePtrs,
+        ) -> TileOut<G, T> {
+            let nibble = _mm256_set1_epi8(0x0F);
+            let mut acc = [[[_mm256_setzero_ps(); 2]; T]; G];
+            for b in 0..p.blocks() {
+                let mut dots = [[[_mm256_setzero_si256(); 2]; T]; G];
+                if $seeded(BITS) {
+                    for t in 0..T {
+                        // SAFETY: row `t` has `k / 32` sums.
+                        let seed = -Interleaved::<BITS>::OFFSET * unsafe { p.sum(t, b) };
+                        dots.iter_mut()
+                            .for_each(|d| d[t] = [_mm256_set1_epi32(seed); 2]);
+                    }
+                }
+                for c in 0..Interleaved::<BITS>::BLOCK_CHUNKS {
+                    let mut stored = [[_mm256_setzero_si256(); 2]; G];
+                    for g in 0..G {
+                        // SAFETY: as in the 512-bit tile; both halves are 32-byte aligned.
+                        let chunk = unsafe {
+                            p.chunks
+                                .add(g * p.group_chunks + b * Interleaved::<BITS>::BLOCK_CHUNKS + c)
+                                .cast::<__m256i>()
+                        };
+                        // SAFETY: the chunk's two 32-byte halves.
+                        stored[g] =
+                            unsafe { [_mm256_load_si256(chunk), _mm256_load_si256(chunk.add(1))] };
+                    }
+                    for part in 0..Interleaved::<BITS>::PER_BYTE {
+                        let mut w = stored;
+                        if BITS == 4 {
+                            for g in 0..G {
+                                for h in 0..2 {
+                                    let shifted = _mm256_srli_epi16::<4>(stored[g][h]);
+                                    let bits = if part == 0 { stored[g][h] } else { shifted };
+                                    w[g][h] = _mm256_and_si256(bits, nibble);
+                                }
+                            }
+                        }
+                        let word = Interleaved::<BITS>::word(c, part);
+                        for t in 0..T {
+                            // SAFETY: row `t` holds block `b`.
+                            let a = _mm256_set1_epi32(unsafe { p.word(t, b, word) });
+                            for g in 0..G {
+                                for h in 0..2 {
+                                    dots[g][t][h] = $dot::<BITS>(dots[g][t][h], w[g][h], a);
+                                }
+                            }
+                        }
+                    }
+                }
+                for g in 0..G {
+                    // SAFETY: 16 scales per group and block, inside the caller's groups.
+                    let dw = unsafe {
+                        let s = p.scales(g, b);
+                        [
+                            _mm256_cvtph_ps(_mm_loadu_si128(s.cast())),
+                            _mm256_cvtph_ps(_mm_loadu_si128(s.add(8).cast())),
+                        ]
+                    };
+                    for t in 0..T {
+                        // SAFETY: row `t` has `k / 32` scales.
+                        let da = _mm256_set1_ps(unsafe { p.act_scale(t, b) });
+                        for h in 0..2 {
+                            let scale = _mm256_mul_ps(dw[h], da);
+                            let dot = _mm256_cvtepi32_ps(dots[g][t][h]);
+                            acc[g][t][h] = _mm256_fmadd_ps(dot, scale, acc[g][t][h]);
+                        }
+                    }
+                }
+            }
+            let mut out = [[[0f32; GROUP_ROWS]; T]; G];
+            for g in 0..G {
+                for t in 0..T {
+                    for h in 0..2 {
+                        // SAFETY: 8 floats at offset `8h` of a 16-float row.
+                        unsafe { _mm256_storeu_ps(out[g][t][8 * h..].as_mut_ptr(), acc[g][t][h]) };
+                    }
+                }
+            }
+            out
+        }
+    };
+}
+
+tile_256!(
+    tile_avxvnni,
+    "avx2,fma,f16c,avxvnni",
+    dot_avxvnni,
+    vnni_seeded
+);
+tile_256!(tile_avx2, "avx2,fma,f16c", dot_avx2, avx2_seeded);
+
+/// The largest tile (row groups, activation rows) each tier uses: VEX tiers have 16
+/// vector registers, AVX-512 has 32. A single activation row (decode) spends them on
+/// more groups instead.
+fn max_tile(tier: Tier, tokens: usize) -> (usize, usize) {
+    match (tier, tokens) {
+        (Tier::Avx512Vnni, 1) => (4, 1),
+        (Tier::Avx512Vnni, _) => (2, 6),
+        (_, 1) => (2, 1),
+        (Tier::AvxVnni, _) => (1, 3),
+        _ => (1, 2),
+    }
+}
+
+/// Runs the `G x T` tile of `tier` and hands its rows to `emit`.
+///
+/// # Safety
+/// As for the tile functions; `tier` must be a SIMD tier this CPU runs.
+unsafe fn run<const BITS: usize, const G: usize, const T: usize>(
+    tier: Tier,
+    p: TilePtrs,
+    t0: usize,
+    g0: usize,
+    emit: &mut dyn FnMut(usize, usize, &[f32]),
+) {
+    // SAFETY: forwarded from the caller.
+    let out: TileOut<G, T> = unsafe {
+        match tier {
+            Tier::Avx512Vnni => tile_avx512vnni::<BITS, G, T>(p),
+            Tier::AvxVnni => tile_avxvnni::<BITS, G, T>(p),
+            Tier::Avx2 => tile_avx2::<BITS, G, T>(p),
+            Tier::Scalar => unreachable!("the scalar tier has no SIMD tile"),
+        }
+    };
+    for (g, rows) in out.iter().enumerate() {
+        for (t, values) in rows.iter().enumerate() {
+            emit(t0 + t, g0 + g, values);
+        }
+    }
+}
+
+type RunFn = unsafe fn(Tier, TilePtrs, usize, usize, &mut dyn FnMut(usize, usize, &[f32]));
+
+/// The tile for `g` groups × `t` activation rows: `t` up to 6 with `g` up to 2, or `g`
+/// up to 4 with one row.
+fn run_fn<const BITS: usize>(g: usize, t: usize) -> RunFn {
+    match (g, t) {
+        (1, 1) => run::<BITS, 1, 1>,
+        (2, 1) => run::<BITS, 2, 1>,
+        (3, 1) => run::<BITS, 3, 1>,
+        (_, 1) => run::<BITS, 4, 1>,
+        (1, 2) => run::<BITS, 1, 2>,
+        (1, 3) => run::<BITS, 1, 3>,
+        (1, 4) => run::<BITS, 1, 4>,
+        (1, 5) => run::<BITS, 1, 5>,
+        (1, _) => run::<BITS, 1, 6>,
+        (_, 2) => run::<BITS, 2, 2>,
+        (_, 3) => run::<BITS, 2, 3>,
+        (_, 4) => run::<BITS, 2, 4>,
+        (_, 5) => run::<BITS, 2, 5>,
+        _ => run::<BITS, 2, 6>,
+    }
+}
+
+/// Every tile over the row groups in `chunks` / `scales` and activation rows `tokens`:
+/// `emit(t, g, values)` gets the 16 outputs of group `g` (counted from the first one
+/// given) for activation row `t`. Panics if the slices disagree with `acts` or `tier` is
+/// not a SIMD tier this CPU runs (callers check [`Tier::is_available`] once per matmul).
+pub(crate) fn tiles<const BITS: usize>(
+    tier: Tier,
+    chunks: &[Chunk],
+    scales: &[u16],
+    acts: &Q8Activations,
+    tokens: Range<usize>,
+    emit: &mut dyn FnMut(usize, usize, &[f32]),
+) {
+    let k = acts.k;
+    let blocks = k / BLOCK_VALUES;
+    let group_chunks = blocks * Interleaved::<BITS>::BLOCK_CHUNKS;
+    assert!(k.is_multiple_of(BLOCK_VALUES) && group_chunks > 0);
+    assert!(chunks.len().is_multiple_of(group_chunks));
+    let groups = chunks.len() / group_chunks;
+    assert!(scales.len() == groups * blocks * GROUP_ROWS);
+    assert!(tokens.end * k <= acts.qs.len());
+    assert!(acts.scales.len() * BLOCK_VALUES == acts.qs.len());
+    assert!(acts.sums.len() == acts.scales.len());
+    assert!(tier.is_available(), "{tier:?} is not available on this CPU");
+    let (max_g, max_t) = max_tile(tier, tokens.len());
+    assert!(
+        (max_g <= 4 && max_t == 1) || (max_g <= 2 && max_t <= 6),
+        "no tile instantiated for {max_g}x{max_t}"
+    );
+    for t0 in tokens.clone().step_by(max_t) {
+        let nt = max_t.min(tokens.end - t0);
+        for g0 in (0..groups).step_by(max_g) {
+            let ng = max_g.min(groups - g0);
+            let p = TilePtrs {
+                chunks: chunks[g0 * group_chunks..].as_ptr(),
+                group_chunks,
+                scales: scales[g0 * blocks * GROUP_ROWS..].as_ptr(),
+                qs: acts.qs[t0 * k..].as_ptr(),
+                sums: acts.sums[t0 * blocks..].as_ptr(),
+                act_scales: acts.scales[t0 * blocks..].as_ptr(),
+                k,
+            };
+            // SAFETY: the asserts bound every pointer (`ng` groups from `g0`, `nt`
+            // activation rows from `t0`, each tile size at most `max_tile`); the tier's
+            // CPU features were detected.
+            unsafe { run_fn::<BITS>(ng, nt)(tier, p, t0, g0, emit) };
+        }
+    }
+}
