@@ -8,7 +8,8 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::kernels::{
-    BlockBytes, Q4KMatrix, Q4_0Matrix, Q6KMatrix, Q8_0Matrix, Tier, OWN_Q4_0_IS_FASTER,
+    BlockBytes, Q4KInterleaved, Q4KMatrix, Q4_0Matrix, Q6KMatrix, Q8_0Matrix, Tier,
+    OWN_Q4_0_IS_FASTER,
 };
 
 /// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
@@ -19,10 +20,10 @@ pub enum Weight {
     Q4_0(Arc<Q4_0Matrix>),
     /// Q8_0 blocks repacked for our int8 kernel (the GGUF vision tower).
     Q8_0(Arc<Q8_0Matrix>),
-    /// Q4_K: candle's repacked tiles for several rows (prefill), our own matvec over the
-    /// same blocks (borrowed from the `QTensor`, no copy) for a single row (decode).
+    /// Q4_K: our interleaved tiles for several rows (prefill), our own matvec over the
+    /// GGML blocks (borrowed from the `QTensor`, no copy) for a single row (decode).
     Q4K {
-        candle: QMatMul,
+        rows: Arc<Q4KInterleaved>,
         own: Arc<Q4KMatrix>,
     },
     /// Q6_K, split between candle and our own matvec as for Q4_K.
@@ -54,10 +55,10 @@ impl Linear {
     /// keeps them (its aarch64 path has repacked NEON Q4_0 tiles), and so does any
     /// tensor whose blocks cannot be read back.
     pub fn from_qmatmul(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        if let Some(own) = own_q4_k(&weight) {
+        if let Some((rows, own)) = own_q4_k(&weight) {
             return Self {
                 weight: Weight::Q4K {
-                    candle: weight,
+                    rows: Arc::new(rows),
                     own: Arc::new(own),
                 },
                 bias,
@@ -145,9 +146,12 @@ fn own_k_quant(weight: &QMatMul, dtype: GgmlDType) -> Option<(BlockBytes, usize,
     Some((BlockBytes::from_qtensor(q.clone())?, rows, cols))
 }
 
-fn own_q4_k(weight: &QMatMul) -> Option<Q4KMatrix> {
+/// Q4_K blocks as our prefill tiles and our decode matvec (candle's own prefill tiles,
+/// never built, would take a third more memory than the blocks).
+fn own_q4_k(weight: &QMatMul) -> Option<(Q4KInterleaved, Q4KMatrix)> {
     let (bytes, rows, cols) = own_k_quant(weight, GgmlDType::Q4K)?;
-    Q4KMatrix::new(bytes, rows, cols).ok()
+    let interleaved = Q4KInterleaved::from_q4_k(bytes.as_slice(), rows, cols).ok()?;
+    Some((interleaved, Q4KMatrix::new(bytes, rows, cols).ok()?))
 }
 
 fn own_q6_k(weight: &QMatMul) -> Option<Q6KMatrix> {
@@ -155,9 +159,9 @@ fn own_q6_k(weight: &QMatMul) -> Option<Q6KMatrix> {
     Q6KMatrix::new(bytes, rows, cols).ok()
 }
 
-/// One activation row of `cols` values through `matvec`; any other input through candle.
+/// One activation row of `cols` values through `matvec`; any other input through `rows`.
 fn decode_row_forward(
-    candle: &QMatMul,
+    rows_forward: impl Fn(&Tensor) -> Result<Tensor>,
     (rows, cols): (usize, usize),
     matvec: impl Fn(&[f32]) -> std::result::Result<Vec<f32>, crate::kernels::KernelError>,
     xs: &Tensor,
@@ -167,7 +171,7 @@ fn decode_row_forward(
         candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
     };
     if batch.iter().product::<usize>() != 1 || k != cols {
-        return candle.forward(xs);
+        return rows_forward(xs);
     }
     let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let ys = matvec(&x).map_err(candle_core::Error::wrap)?;
@@ -182,12 +186,18 @@ impl Module for Linear {
             Weight::Candle(w) => w.forward(xs)?,
             Weight::Q4_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q8_0(w) => return w.forward(xs, self.bias.as_ref()),
-            Weight::Q4K { candle, own } => {
-                decode_row_forward(candle, (own.rows(), own.cols()), |x| own.matvec(x), xs)?
-            }
-            Weight::Q6K { candle, own } => {
-                decode_row_forward(candle, (own.rows(), own.cols()), |x| own.matvec(x), xs)?
-            }
+            Weight::Q4K { rows, own } => decode_row_forward(
+                |xs| rows.forward(xs, None),
+                (own.rows(), own.cols()),
+                |x| own.matvec(x),
+                xs,
+            )?,
+            Weight::Q6K { candle, own } => decode_row_forward(
+                |xs| candle.forward(xs),
+                (own.rows(), own.cols()),
+                |x| own.matvec(x),
+                xs,
+            )?,
         };
         match &self.bias {
             Some(b) => ys.broadcast_add(b),

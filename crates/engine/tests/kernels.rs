@@ -50,48 +50,6 @@ fn gaussian(len: usize, seed: u64) -> Vec<f32> {
     common::gaussian_like(len, seed, 0.035)
 }
 
-fn activations(m: usize, k: usize) -> Vec<f32> {
-    // Varied magnitudes per block so each block gets its own activation scale.
-    (0..m * k)
-        .map(|i| {
-            let wave = ((i * 7919) % 1009) as f32 / 1009.0 - 0.5;
-            wave * (1.0 + (i / 32 % 5) as f32)
-        })
-        .collect()
-}
-
-/// The activations as the kernel sees them: int8 blocks of 32, `d = max|x| / 127`,
-/// rounded half to even.
-fn quantized(x: &[f32]) -> Vec<f32> {
-    x.chunks(32)
-        .flat_map(|block| {
-            let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-            block.iter().map(move |v| (v * inv).round_ties_even() * d)
-        })
-        .collect()
-}
-
-/// `x · Wᵀ` in f64 and, per output, `Σ |w| |x|` (the scale of its rounding error).
-fn reference(case: &Case, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let m = x.len() / case.k;
-    let mut out = vec![0f64; m * case.n];
-    let mut magnitude = vec![0f64; m * case.n];
-    for t in 0..m {
-        let x = &x[t * case.k..(t + 1) * case.k];
-        for r in 0..case.n {
-            let w = &case.weights[r * case.k..(r + 1) * case.k];
-            out[t * case.n + r] = w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum();
-            magnitude[t * case.n + r] = w
-                .iter()
-                .zip(x)
-                .map(|(&w, &x)| (w as f64 * x as f64).abs())
-                .sum();
-        }
-    }
-    (out, magnitude)
-}
-
 /// Checks one tier on every shape and token count. Two references:
 /// * exact: candle's dequantized weights times the int8-rounded activations; only f32
 ///   summation order differs, so the error is within 1e-5 of `Σ |w x|`;
@@ -101,12 +59,13 @@ fn check_tier(tier: Tier) {
     for (seed, &(n, k)) in SHAPES.iter().enumerate() {
         let case = case(n, k, seed as u64);
         for m in TOKENS {
-            let x = activations(m, k);
+            let x = common::activations(m, k);
             let got = case.matrix.matmul_with(tier, &x).unwrap();
             assert_eq!(got.len(), m * n);
 
-            let (exact, magnitude) = reference(&case, &quantized(&x));
-            let (truth, _) = reference(&case, &x);
+            let (exact, magnitude) =
+                common::reference(&case.weights, n, k, &common::int8_rounded(&x, k));
+            let (truth, _) = common::reference(&case.weights, n, k, &x);
             for t in 0..m {
                 let xt = &x[t * k..(t + 1) * k];
                 for r in 0..n {
@@ -175,7 +134,7 @@ fn avx512_vnni_tier_matches_candle_dequantized_matmul() {
 #[test]
 fn results_do_not_depend_on_thread_count() {
     let case = case(160, 1440, 9);
-    let x = activations(7, 1440);
+    let x = common::activations(7, 1440);
     let run = |threads| {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -205,7 +164,7 @@ fn blocks_inside_a_shared_buffer_give_the_same_product() {
         2560,
     )
     .unwrap();
-    let x = activations(2, 2560);
+    let x = common::activations(2, 2560);
     assert_eq!(mapped.matmul(&x).unwrap(), case.matrix.matmul(&x).unwrap());
 }
 
@@ -230,7 +189,7 @@ fn blocks_can_come_from_a_memory_mapped_file() {
     )
     .unwrap();
     let linear = Linear::q4_0(mapped, None);
-    let x = activations(3, 160);
+    let x = common::activations(3, 160);
     let got = linear
         .forward(&Tensor::from_vec(x.clone(), (3, 160), &Device::Cpu).unwrap())
         .unwrap();

@@ -26,50 +26,6 @@ fn gaussian(len: usize, seed: u64) -> Vec<f32> {
     common::gaussian_like(len, seed, 0.12)
 }
 
-fn activations(m: usize, k: usize) -> Vec<f32> {
-    // Varied magnitudes per block so each block gets its own activation scale.
-    (0..m * k)
-        .map(|i| {
-            let wave = ((i * 7919) % 1009) as f32 / 1009.0 - 0.5;
-            wave * (1.0 + (i / 32 % 5) as f32)
-        })
-        .collect()
-}
-
-/// The activations as the kernel sees them: int8 blocks of 32 (each row's last block
-/// zero-padded), `d = max|x| / 127`, rounded half to even.
-fn quantized(x: &[f32], k: usize) -> Vec<f32> {
-    x.chunks(k)
-        .flat_map(|row| {
-            row.chunks(32).flat_map(|block| {
-                let d = block.iter().fold(0f32, |m, v| m.max(v.abs())) / 127.0;
-                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-                block.iter().map(move |v| (v * inv).round_ties_even() * d)
-            })
-        })
-        .collect()
-}
-
-/// `x · Wᵀ` in f64 and, per output, `Σ |w| |x|` (the scale of its rounding error).
-fn reference(w: &[f32], n: usize, k: usize, x: &[f32]) -> (Vec<f64>, Vec<f64>) {
-    let m = x.len() / k;
-    let mut out = vec![0f64; m * n];
-    let mut magnitude = vec![0f64; m * n];
-    for t in 0..m {
-        let x = &x[t * k..(t + 1) * k];
-        for r in 0..n {
-            let w = &w[r * k..(r + 1) * k];
-            out[t * n + r] = w.iter().zip(x).map(|(&w, &x)| w as f64 * x as f64).sum();
-            magnitude[t * n + r] = w
-                .iter()
-                .zip(x)
-                .map(|(&w, &x)| (w as f64 * x as f64).abs())
-                .sum();
-        }
-    }
-    (out, magnitude)
-}
-
 /// One tier on every shape and token count, against the matrix's own dequantized weights
 /// times the int8-rounded activations: only f32 summation order differs.
 fn check_tier(tier: Tier) {
@@ -81,10 +37,11 @@ fn check_tier(tier: Tier) {
         .unwrap();
         let dequantized = matrix.dequantize();
         for m in TOKENS {
-            let x = activations(m, k);
+            let x = common::activations(m, k);
             let got = matrix.matmul_with(tier, &x).unwrap();
             assert_eq!(got.len(), m * n);
-            let (exact, magnitude) = reference(&dequantized, n, k, &quantized(&x, k));
+            let (exact, magnitude) =
+                common::reference(&dequantized, n, k, &common::int8_rounded(&x, k));
             for (i, (&got, (&exact, &magnitude))) in
                 got.iter().zip(exact.iter().zip(&magnitude)).enumerate()
             {
@@ -158,7 +115,7 @@ fn quantized_and_stored_blocks_equal_ggml_q8_0() {
 
     let read = Q8_0Matrix::from_blocks(&ggml.data().unwrap(), n, k).unwrap();
     assert_eq!(read.dequantize(), ggml_values);
-    let x = activations(5, k);
+    let x = common::activations(5, k);
     assert_eq!(
         read.matmul_with(Tier::Scalar, &x).unwrap(),
         ours.matmul_with(Tier::Scalar, &x).unwrap()
@@ -175,9 +132,9 @@ fn product_stays_close_to_the_f32_product() {
         row.copy_from_slice(&weights[r * k..(r + 1) * k])
     })
     .unwrap();
-    let x = activations(m, k);
+    let x = common::activations(m, k);
     let got = matrix.matmul(&x).unwrap();
-    let (truth, magnitude) = reference(&weights, n, k, &x);
+    let (truth, magnitude) = common::reference(&weights, n, k, &x);
     let mut err2 = 0f64;
     let mut norm2 = 0f64;
     for ((&got, &truth), &magnitude) in got.iter().zip(&truth).zip(&magnitude) {
@@ -198,7 +155,7 @@ fn results_do_not_depend_on_thread_count() {
         row.copy_from_slice(&weights[r * k..(r + 1) * k])
     })
     .unwrap();
-    let x = activations(m, k);
+    let x = common::activations(m, k);
     let run = |threads: usize| {
         rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
@@ -254,7 +211,12 @@ fn q8_0_linear_matches_the_dense_layer_on_its_dequantized_weights() {
     assert!(matches!(ours.weight(), Weight::Q8_0(_)));
     let dense = Linear::dense(dense_w, Some(bias));
 
-    let x = Tensor::from_vec(quantized(&activations(2 * 9, k), k), (2, 9, k), &device).unwrap();
+    let x = Tensor::from_vec(
+        common::int8_rounded(&common::activations(2 * 9, k), k),
+        (2, 9, k),
+        &device,
+    )
+    .unwrap();
     let got = ours.forward(&x).unwrap();
     let want = dense.forward(&x).unwrap();
     assert_eq!(got.dims(), &[2, 9, n]);

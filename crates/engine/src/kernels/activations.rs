@@ -12,8 +12,7 @@ pub(crate) struct Q8Activations {
     pub qs: Vec<i8>,
     pub scales: Vec<f32>,
     /// `Σ qs` per block: times minus the weights' offset, it seeds a `vpdpbusd` over
-    /// offset weights.
-    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    /// offset weights; times the block's scale, it multiplies Q4_K mins.
     pub sums: Vec<i32>,
 }
 

@@ -1,6 +1,7 @@
 //! Weight matrices of 32-value blocks stored for int8 dot products, 16 rows side by side,
-//! and their matmul: f32 activations in, f32 outputs out. Q4_0 ([`Q4_0Matrix`]) and Q8_0
-//! ([`Q8_0Matrix`]) share the layout, the kernels and this driver.
+//! and their matmul: f32 activations in, f32 outputs out. Q4_0 ([`Q4_0Matrix`]), Q8_0
+//! ([`Q8_0Matrix`]) and Q4_K ([`super::Q4KInterleaved`]) share the layout, the kernels and this
+//! driver.
 //!
 //! Per block of 32 values and group of 16 rows there are `BITS` chunks of 64 bytes, each
 //! holding 4 bytes of every row, so one 512-bit `vpdpbusd` with 4 broadcast activation
@@ -9,6 +10,8 @@
 //! - Q4_0: chunk `c` holds bytes `4c..4c + 4` of each row's GGML nibbles: values
 //!   `4c..4c + 4` in the low nibbles and `16 + 4c..16 + 4c + 4` in the high ones, stored
 //!   `q + 8` as GGML keeps them. The repacked matrix takes exactly the file's bytes.
+//! - Q4_K (`MINS`): nibbles as Q4_0 but stored `q` (0..15), each 32-value sub-block with
+//!   its own f16 scale `d * scale` and min `dmin * min`: `w = scale * q - min`.
 //!
 //! Stored values are unsigned, the operand `vpdpbusd` multiplies by signed activations;
 //! the kernels start each block's sums at `-offset * Σ a` to undo the offset. Rows are
@@ -40,15 +43,16 @@ const TASK_TOKENS: usize = 96;
 #[repr(C, align(64))]
 pub(crate) struct Chunk(pub [u8; GROUP_ROWS * LANE_VALUES]);
 
-/// An `rows x cols` weight matrix (`out x in`) of `BITS`-bit blocks, interleaved.
-pub struct Interleaved<const BITS: usize> {
+/// An `rows x cols` weight matrix (`out x in`) of `BITS`-bit blocks, interleaved; with
+/// `MINS`, each block also subtracts a min.
+pub struct Interleaved<const BITS: usize, const MINS: bool = false> {
     rows: usize,
     cols: usize,
     /// `cols` rounded up to whole blocks.
     padded_cols: usize,
     /// `groups × blocks × BITS` chunks.
     chunks: Vec<Chunk>,
-    /// `groups × blocks × 16` f16 scale bits, one per row and block.
+    /// Per group and block, 16 f16 scales (one per row), then with `MINS` 16 f16 mins.
     scales: Vec<u16>,
 }
 
@@ -57,15 +61,19 @@ pub type Q4_0Matrix = Interleaved<4>;
 /// GGML Q8_0 weights, repacked: see the module docs.
 pub type Q8_0Matrix = Interleaved<8>;
 
-impl<const BITS: usize> std::fmt::Debug for Interleaved<BITS> {
+impl<const BITS: usize, const MINS: bool> std::fmt::Debug for Interleaved<BITS, MINS> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}Matrix({}x{})", Self::NAME, self.rows, self.cols)
     }
 }
 
-impl<const BITS: usize> Interleaved<BITS> {
+impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
     /// The format's GGML name.
-    pub(crate) const NAME: &'static str = if BITS == 4 { "Q4_0" } else { "Q8_0" };
+    pub(crate) const NAME: &'static str = match (BITS, MINS) {
+        (4, false) => "Q4_0",
+        (4, true) => "Q4_K",
+        _ => "Q8_0",
+    };
     /// Chunks per block and row group: 32 values × 16 rows × `BITS` bits in 64 bytes.
     pub(crate) const BLOCK_CHUNKS: usize = {
         assert!(
@@ -76,8 +84,10 @@ impl<const BITS: usize> Interleaved<BITS> {
     };
     /// Values packed into each byte: the low bits first.
     pub(crate) const PER_BYTE: usize = 8 / BITS;
-    /// How much a stored value exceeds its weight.
-    pub(crate) const OFFSET: i32 = 1 << (BITS - 1);
+    /// How much a stored value exceeds its weight's `q`.
+    pub(crate) const OFFSET: i32 = if MINS { 0 } else { 1 << (BITS - 1) };
+    /// f16 values per group and block: a scale per row, and a min per row with `MINS`.
+    pub(crate) const SCALE_SLOTS: usize = if MINS { 2 * GROUP_ROWS } else { GROUP_ROWS };
     /// Bits of one stored value.
     const MASK: u8 = (((1u16 << BITS) - 1) & 0xFF) as u8;
     /// The chunk of weights that are all zero (padding rows and columns).
@@ -103,12 +113,12 @@ impl<const BITS: usize> Interleaved<BITS> {
             cols,
             padded_cols,
             chunks: vec![Self::ZERO_CHUNK; groups * blocks * Self::BLOCK_CHUNKS],
-            scales: vec![0; groups * blocks * GROUP_ROWS],
+            scales: vec![0; groups * blocks * Self::SCALE_SLOTS],
         })
     }
 
     /// Fills every row group in parallel: `fill(g, chunks, scales)` gets group `g`'s
-    /// `blocks × BITS` chunks and `blocks × 16` scales.
+    /// `blocks × BITS` chunks and `blocks × SCALE_SLOTS` scales (and mins).
     pub(crate) fn fill_groups<F>(&mut self, fill: F)
     where
         F: Fn(usize, &mut [Chunk], &mut [u16]) + Sync,
@@ -116,7 +126,7 @@ impl<const BITS: usize> Interleaved<BITS> {
         let blocks = self.blocks();
         self.chunks
             .par_chunks_mut(blocks * Self::BLOCK_CHUNKS)
-            .zip(self.scales.par_chunks_mut(blocks * GROUP_ROWS))
+            .zip(self.scales.par_chunks_mut(blocks * Self::SCALE_SLOTS))
             .enumerate()
             .for_each(|(g, (chunks, scales))| fill(g, chunks, scales));
     }
@@ -142,7 +152,8 @@ impl<const BITS: usize> Interleaved<BITS> {
             let end = (first + GROUP_ROWS * row_bytes).min(bytes.len());
             for (lane, row) in bytes[first..end].chunks_exact(row_bytes).enumerate() {
                 for (b, block) in row.chunks_exact(block_bytes).enumerate() {
-                    scales[b * GROUP_ROWS + lane] = u16::from_le_bytes([block[0], block[1]]);
+                    let scale = u16::from_le_bytes([block[0], block[1]]);
+                    scales[b * Self::SCALE_SLOTS + lane] = scale;
                     let chunks = &mut chunks[b * Self::BLOCK_CHUNKS..][..Self::BLOCK_CHUNKS];
                     place(&block[2..], lane, chunks);
                 }
@@ -184,7 +195,15 @@ impl<const BITS: usize> Interleaved<BITS> {
         i32::from((byte >> (part * BITS)) & Self::MASK) - Self::OFFSET
     }
 
-    /// The weights as f32 (`d * q`), row-major `rows x cols`: what the matmul multiplies.
+    /// The scale and min (0 without `MINS`) of block `slot` (counted over all groups) of
+    /// row `lane` of its group.
+    fn scale_min(&self, slot: usize, lane: usize) -> (f32, f32) {
+        let at = slot * Self::SCALE_SLOTS + lane;
+        let value = |i: usize| f16::from_bits(self.scales[i]).to_f32();
+        (value(at), if MINS { value(at + GROUP_ROWS) } else { 0.0 })
+    }
+
+    /// The weights as f32 (`d * q`, minus the min with `MINS`), row-major `rows x cols`: what the matmul multiplies.
     pub fn dequantize(&self) -> Vec<f32> {
         let blocks = self.blocks();
         let mut out = vec![0f32; self.rows * self.cols];
@@ -194,8 +213,8 @@ impl<const BITS: usize> Interleaved<BITS> {
                 let slot = g * blocks + c / BLOCK_VALUES;
                 let chunks = &self.chunks[slot * Self::BLOCK_CHUNKS..][..Self::BLOCK_CHUNKS];
                 let q = Self::weight(chunks, lane, c % BLOCK_VALUES);
-                let d = f16::from_bits(self.scales[slot * GROUP_ROWS + lane]);
-                *w = d.to_f32() * q as f32;
+                let (d, min) = self.scale_min(slot, lane);
+                *w = d * q as f32 - min;
             }
         }
         out
@@ -279,7 +298,7 @@ impl<const BITS: usize> Interleaved<BITS> {
         emit: &mut dyn FnMut(usize, usize, &[f32]),
     ) {
         let group_len = self.blocks() * Self::BLOCK_CHUNKS;
-        let scale_len = self.blocks() * GROUP_ROWS;
+        let scale_len = self.blocks() * Self::SCALE_SLOTS;
         if tier == Tier::Scalar {
             let mut values = [0f32; GROUP_ROWS];
             for g in groups {
@@ -293,7 +312,7 @@ impl<const BITS: usize> Interleaved<BITS> {
             return;
         }
         #[cfg(target_arch = "x86_64")]
-        super::interleaved_x86::tiles::<BITS>(
+        super::interleaved_x86::tiles::<BITS, MINS>(
             tier,
             &self.chunks[groups.start * group_len..groups.end * group_len],
             &self.scales[groups.start * scale_len..groups.end * scale_len],
@@ -335,12 +354,13 @@ impl<const BITS: usize> Interleaved<BITS> {
                 }
             }
             let da = acts.scales[t * blocks + b];
-            for ((o, dot), &bits) in out
-                .iter_mut()
-                .zip(dots)
-                .zip(&scales[b * GROUP_ROWS..(b + 1) * GROUP_ROWS])
-            {
-                *o += f16::from_bits(bits).to_f32() * da * dot as f32;
+            let min_scale = da * acts.sums[t * blocks + b] as f32;
+            let slots = &scales[b * Self::SCALE_SLOTS..(b + 1) * Self::SCALE_SLOTS];
+            for (lane, (o, dot)) in out.iter_mut().zip(dots).enumerate() {
+                *o += f16::from_bits(slots[lane]).to_f32() * da * dot as f32;
+                if MINS {
+                    *o -= f16::from_bits(slots[GROUP_ROWS + lane]).to_f32() * min_scale;
+                }
             }
         }
     }

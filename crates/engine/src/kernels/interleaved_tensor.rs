@@ -1,4 +1,4 @@
-//! An [`Interleaved`] matrix (Q4_0 or Q8_0) as a linear layer over candle tensors: the activations are read in
+//! An [`Interleaved`] matrix (Q4_0, Q4_K or Q8_0) as a linear layer over candle tensors: the activations are read in
 //! place (no copy when they are contiguous f32) and the bias is added by the kernel.
 
 use candle_core::{bail, DType, Result, Storage, Tensor};
@@ -6,7 +6,7 @@ use candle_core::{bail, DType, Result, Storage, Tensor};
 use super::interleaved::Interleaved;
 use super::tier::Tier;
 
-impl<const BITS: usize> Interleaved<BITS> {
+impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
     /// `(…, cols)` → `(…, rows)`: `xs · Wᵀ + bias`, in `xs`'s dtype.
     pub fn forward(&self, xs: &Tensor, bias: Option<&Tensor>) -> Result<Tensor> {
         let dims = xs.dims();

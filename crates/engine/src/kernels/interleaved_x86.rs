@@ -31,6 +31,8 @@ struct TilePtrs {
     /// Chunks between one group and the next.
     group_chunks: usize,
     scales: *const u16,
+    /// f16 values per group and block in `scales`.
+    scale_slots: usize,
     qs: *const i8,
     sums: *const i32,
     act_scales: *const f32,
@@ -42,14 +44,14 @@ impl TilePtrs {
         self.k / BLOCK_VALUES
     }
 
-    /// Block `b`'s 16 scales of group `g`.
+    /// Block `b`'s 16 scales of group `g` (then, for Q4_K, its 16 mins).
     ///
     /// # Safety
     /// Group `g` must be inside the tile's groups.
     #[inline(always)]
     unsafe fn scales(&self, g: usize, b: usize) -> *const u16 {
-        // SAFETY: per the caller; groups hold `blocks × 16` scales each.
-        unsafe { self.scales.add((g * self.blocks() + b) * GROUP_ROWS) }
+        // SAFETY: per the caller; groups hold `blocks × scale_slots` values each.
+        unsafe { self.scales.add((g * self.blocks() + b) * self.scale_slots) }
     }
 
     /// The sum of activation row `t`'s block `b`.
@@ -96,7 +98,7 @@ impl TilePtrs {
 // Index loops over the const-size tile arrays read like the math they do.
 #[allow(clippy::needless_range_loop)]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn tile_avx512vnni<const BITS: usize, const G: usize, const T: usize>(
+unsafe fn tile_avx512vnni<const BITS: usize, const MINS: bool, const G: usize, const T: usize>(
     p: TilePtrs,
 ) -> TileOut<G, T> {
     let nibble = _mm512_set1_epi8(0x0F);
@@ -105,17 +107,17 @@ unsafe fn tile_avx512vnni<const BITS: usize, const G: usize, const T: usize>(
         let mut dots = [[_mm512_setzero_si512(); T]; G];
         for t in 0..T {
             // SAFETY: row `t` has `k / 32` sums.
-            let seed = -Interleaved::<BITS>::OFFSET * unsafe { p.sum(t, b) };
+            let seed = -Interleaved::<BITS, MINS>::OFFSET * unsafe { p.sum(t, b) };
             dots.iter_mut().for_each(|d| d[t] = _mm512_set1_epi32(seed));
         }
-        for c in 0..Interleaved::<BITS>::BLOCK_CHUNKS {
+        for c in 0..Interleaved::<BITS, MINS>::BLOCK_CHUNKS {
             let mut stored = [_mm512_setzero_si512(); G];
             for g in 0..G {
                 // SAFETY: chunk `c` of block `b` of group `g` is inside the caller's groups;
                 // chunks are 64-byte aligned.
                 let chunk = unsafe {
                     p.chunks
-                        .add(g * p.group_chunks + b * Interleaved::<BITS>::BLOCK_CHUNKS + c)
+                        .add(g * p.group_chunks + b * Interleaved::<BITS, MINS>::BLOCK_CHUNKS + c)
                 };
                 if T == 1 {
                     // A prefetch never faults, even past the end of the weights.
@@ -124,7 +126,7 @@ unsafe fn tile_avx512vnni<const BITS: usize, const G: usize, const T: usize>(
                 // SAFETY: as above.
                 stored[g] = unsafe { _mm512_load_si512(chunk.cast()) };
             }
-            for part in 0..Interleaved::<BITS>::PER_BYTE {
+            for part in 0..Interleaved::<BITS, MINS>::PER_BYTE {
                 let mut w = stored;
                 if BITS == 4 {
                     for g in 0..G {
@@ -133,7 +135,7 @@ unsafe fn tile_avx512vnni<const BITS: usize, const G: usize, const T: usize>(
                         w[g] = _mm512_and_si512(bits, nibble);
                     }
                 }
-                let word = Interleaved::<BITS>::word(c, part);
+                let word = Interleaved::<BITS, MINS>::word(c, part);
                 for t in 0..T {
                     // SAFETY: row `t` holds block `b`.
                     let a = _mm512_set1_epi32(unsafe { p.word(t, b, word) });
@@ -144,13 +146,24 @@ unsafe fn tile_avx512vnni<const BITS: usize, const G: usize, const T: usize>(
             }
         }
         for g in 0..G {
-            // SAFETY: 16 scales per group and block, inside the caller's groups.
-            let dw = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(p.scales(g, b).cast()) });
+            // SAFETY: the group's scales (and mins) of block `b`, inside the caller's groups.
+            let (dw, mins) = unsafe {
+                let s = p.scales(g, b);
+                let mins = if MINS { s.add(GROUP_ROWS) } else { s };
+                (
+                    _mm512_cvtph_ps(_mm256_loadu_si256(s.cast())),
+                    _mm512_cvtph_ps(_mm256_loadu_si256(mins.cast())),
+                )
+            };
             for t in 0..T {
-                // SAFETY: row `t` has `k / 32` scales.
-                let da = _mm512_set1_ps(unsafe { p.act_scale(t, b) });
-                let scale = _mm512_mul_ps(dw, da);
+                // SAFETY: row `t` has `k / 32` scales and sums.
+                let (da, sum) = unsafe { (p.act_scale(t, b), p.sum(t, b)) };
+                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da));
                 acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[g][t]), scale, acc[g][t]);
+                if MINS {
+                    let min_scale = _mm512_set1_ps(da * sum as f32);
+                    acc[g][t] = _mm512_fnmadd_ps(mins, min_scale, acc[g][t]);
+                }
             }
         }
     }
@@ -202,7 +215,7 @@ macro_rules! tile_256 {
         /// The CPU must have `$features`; `p` as for [`tile_avx512vnni`].
         #[allow(clippy::needless_range_loop)]
         #[target_feature(enable = $features)]
-        unsafe fn $name<const BITS: usize, const G: usize, const T: usize>(
+        unsafe fn $name<const BITS: usize, const MINS: bool, const G: usize, const T: usize>(
             p: TilePtrs,
         ) -> TileOut<G, T> {
             let nibble = _mm256_set1_epi8(0x0F);
@@ -212,25 +225,29 @@ macro_rules! tile_256 {
                 if $seeded(BITS) {
                     for t in 0..T {
                         // SAFETY: row `t` has `k / 32` sums.
-                        let seed = -Interleaved::<BITS>::OFFSET * unsafe { p.sum(t, b) };
+                        let seed = -Interleaved::<BITS, MINS>::OFFSET * unsafe { p.sum(t, b) };
                         dots.iter_mut()
                             .for_each(|d| d[t] = [_mm256_set1_epi32(seed); 2]);
                     }
                 }
-                for c in 0..Interleaved::<BITS>::BLOCK_CHUNKS {
+                for c in 0..Interleaved::<BITS, MINS>::BLOCK_CHUNKS {
                     let mut stored = [[_mm256_setzero_si256(); 2]; G];
                     for g in 0..G {
                         // SAFETY: as in the 512-bit tile; both halves are 32-byte aligned.
                         let chunk = unsafe {
                             p.chunks
-                                .add(g * p.group_chunks + b * Interleaved::<BITS>::BLOCK_CHUNKS + c)
+                                .add(
+                                    g * p.group_chunks
+                                        + b * Interleaved::<BITS, MINS>::BLOCK_CHUNKS
+                                        + c,
+                                )
                                 .cast::<__m256i>()
                         };
                         // SAFETY: the chunk's two 32-byte halves.
                         stored[g] =
                             unsafe { [_mm256_load_si256(chunk), _mm256_load_si256(chunk.add(1))] };
                     }
-                    for part in 0..Interleaved::<BITS>::PER_BYTE {
+                    for part in 0..Interleaved::<BITS, MINS>::PER_BYTE {
                         let mut w = stored;
                         if BITS == 4 {
                             for g in 0..G {
@@ -241,7 +258,7 @@ macro_rules! tile_256 {
                                 }
                             }
                         }
-                        let word = Interleaved::<BITS>::word(c, part);
+                        let word = Interleaved::<BITS, MINS>::word(c, part);
                         for t in 0..T {
                             // SAFETY: row `t` holds block `b`.
                             let a = _mm256_set1_epi32(unsafe { p.word(t, b, word) });
@@ -254,21 +271,33 @@ macro_rules! tile_256 {
                     }
                 }
                 for g in 0..G {
-                    // SAFETY: 16 scales per group and block, inside the caller's groups.
-                    let dw = unsafe {
+                    // SAFETY: the group's scales (and mins) of block `b`, inside the
+                    // caller's groups.
+                    let (dw, mins) = unsafe {
                         let s = p.scales(g, b);
-                        [
-                            _mm256_cvtph_ps(_mm_loadu_si128(s.cast())),
-                            _mm256_cvtph_ps(_mm_loadu_si128(s.add(8).cast())),
-                        ]
+                        let m = if MINS { s.add(GROUP_ROWS) } else { s };
+                        (
+                            [
+                                _mm256_cvtph_ps(_mm_loadu_si128(s.cast())),
+                                _mm256_cvtph_ps(_mm_loadu_si128(s.add(8).cast())),
+                            ],
+                            [
+                                _mm256_cvtph_ps(_mm_loadu_si128(m.cast())),
+                                _mm256_cvtph_ps(_mm_loadu_si128(m.add(8).cast())),
+                            ],
+                        )
                     };
                     for t in 0..T {
-                        // SAFETY: row `t` has `k / 32` scales.
-                        let da = _mm256_set1_ps(unsafe { p.act_scale(t, b) });
+                        // SAFETY: row `t` has `k / 32` scales and sums.
+                        let (da, sum) = unsafe { (p.act_scale(t, b), p.sum(t, b)) };
                         for h in 0..2 {
-                            let scale = _mm256_mul_ps(dw[h], da);
+                            let scale = _mm256_mul_ps(dw[h], _mm256_set1_ps(da));
                             let dot = _mm256_cvtepi32_ps(dots[g][t][h]);
                             acc[g][t][h] = _mm256_fmadd_ps(dot, scale, acc[g][t][h]);
+                            if MINS {
+                                let min_scale = _mm256_set1_ps(da * sum as f32);
+                                acc[g][t][h] = _mm256_fnmadd_ps(mins[h], min_scale, acc[g][t][h]);
+                            }
                         }
                     }
                 }
@@ -312,7 +341,7 @@ fn max_tile(tier: Tier, tokens: usize) -> (usize, usize) {
 ///
 /// # Safety
 /// As for the tile functions; `tier` must be a SIMD tier this CPU runs.
-unsafe fn run<const BITS: usize, const G: usize, const T: usize>(
+unsafe fn run<const BITS: usize, const MINS: bool, const G: usize, const T: usize>(
     tier: Tier,
     p: TilePtrs,
     t0: usize,
@@ -322,9 +351,9 @@ unsafe fn run<const BITS: usize, const G: usize, const T: usize>(
     // SAFETY: forwarded from the caller.
     let out: TileOut<G, T> = unsafe {
         match tier {
-            Tier::Avx512Vnni => tile_avx512vnni::<BITS, G, T>(p),
-            Tier::AvxVnni => tile_avxvnni::<BITS, G, T>(p),
-            Tier::Avx2 => tile_avx2::<BITS, G, T>(p),
+            Tier::Avx512Vnni => tile_avx512vnni::<BITS, MINS, G, T>(p),
+            Tier::AvxVnni => tile_avxvnni::<BITS, MINS, G, T>(p),
+            Tier::Avx2 => tile_avx2::<BITS, MINS, G, T>(p),
             Tier::Scalar => unreachable!("the scalar tier has no SIMD tile"),
         }
     };
@@ -339,22 +368,22 @@ type RunFn = unsafe fn(Tier, TilePtrs, usize, usize, &mut dyn FnMut(usize, usize
 
 /// The tile for `g` groups × `t` activation rows: `t` up to 6 with `g` up to 2, or `g`
 /// up to 4 with one row.
-fn run_fn<const BITS: usize>(g: usize, t: usize) -> RunFn {
+fn run_fn<const BITS: usize, const MINS: bool>(g: usize, t: usize) -> RunFn {
     match (g, t) {
-        (1, 1) => run::<BITS, 1, 1>,
-        (2, 1) => run::<BITS, 2, 1>,
-        (3, 1) => run::<BITS, 3, 1>,
-        (_, 1) => run::<BITS, 4, 1>,
-        (1, 2) => run::<BITS, 1, 2>,
-        (1, 3) => run::<BITS, 1, 3>,
-        (1, 4) => run::<BITS, 1, 4>,
-        (1, 5) => run::<BITS, 1, 5>,
-        (1, _) => run::<BITS, 1, 6>,
-        (_, 2) => run::<BITS, 2, 2>,
-        (_, 3) => run::<BITS, 2, 3>,
-        (_, 4) => run::<BITS, 2, 4>,
-        (_, 5) => run::<BITS, 2, 5>,
-        _ => run::<BITS, 2, 6>,
+        (1, 1) => run::<BITS, MINS, 1, 1>,
+        (2, 1) => run::<BITS, MINS, 2, 1>,
+        (3, 1) => run::<BITS, MINS, 3, 1>,
+        (_, 1) => run::<BITS, MINS, 4, 1>,
+        (1, 2) => run::<BITS, MINS, 1, 2>,
+        (1, 3) => run::<BITS, MINS, 1, 3>,
+        (1, 4) => run::<BITS, MINS, 1, 4>,
+        (1, 5) => run::<BITS, MINS, 1, 5>,
+        (1, _) => run::<BITS, MINS, 1, 6>,
+        (_, 2) => run::<BITS, MINS, 2, 2>,
+        (_, 3) => run::<BITS, MINS, 2, 3>,
+        (_, 4) => run::<BITS, MINS, 2, 4>,
+        (_, 5) => run::<BITS, MINS, 2, 5>,
+        _ => run::<BITS, MINS, 2, 6>,
     }
 }
 
@@ -362,7 +391,7 @@ fn run_fn<const BITS: usize>(g: usize, t: usize) -> RunFn {
 /// `emit(t, g, values)` gets the 16 outputs of group `g` (counted from the first one
 /// given) for activation row `t`. Panics if the slices disagree with `acts` or `tier` is
 /// not a SIMD tier this CPU runs (callers check [`Tier::is_available`] once per matmul).
-pub(crate) fn tiles<const BITS: usize>(
+pub(crate) fn tiles<const BITS: usize, const MINS: bool>(
     tier: Tier,
     chunks: &[Chunk],
     scales: &[u16],
@@ -372,11 +401,12 @@ pub(crate) fn tiles<const BITS: usize>(
 ) {
     let k = acts.k;
     let blocks = k / BLOCK_VALUES;
-    let group_chunks = blocks * Interleaved::<BITS>::BLOCK_CHUNKS;
+    let group_chunks = blocks * Interleaved::<BITS, MINS>::BLOCK_CHUNKS;
     assert!(k.is_multiple_of(BLOCK_VALUES) && group_chunks > 0);
     assert!(chunks.len().is_multiple_of(group_chunks));
     let groups = chunks.len() / group_chunks;
-    assert!(scales.len() == groups * blocks * GROUP_ROWS);
+    let scale_slots = Interleaved::<BITS, MINS>::SCALE_SLOTS;
+    assert!(scales.len() == groups * blocks * scale_slots);
     assert!(tokens.end * k <= acts.qs.len());
     assert!(acts.scales.len() * BLOCK_VALUES == acts.qs.len());
     assert!(acts.sums.len() == acts.scales.len());
@@ -393,7 +423,8 @@ pub(crate) fn tiles<const BITS: usize>(
             let p = TilePtrs {
                 chunks: chunks[g0 * group_chunks..].as_ptr(),
                 group_chunks,
-                scales: scales[g0 * blocks * GROUP_ROWS..].as_ptr(),
+                scales: scales[g0 * blocks * scale_slots..].as_ptr(),
+                scale_slots,
                 qs: acts.qs[t0 * k..].as_ptr(),
                 sums: acts.sums[t0 * blocks..].as_ptr(),
                 act_scales: acts.scales[t0 * blocks..].as_ptr(),
@@ -402,7 +433,7 @@ pub(crate) fn tiles<const BITS: usize>(
             // SAFETY: the asserts bound every pointer (`ng` groups from `g0`, `nt`
             // activation rows from `t0`, each tile size at most `max_tile`); the tier's
             // CPU features were detected.
-            unsafe { run_fn::<BITS>(ng, nt)(tier, p, t0, g0, emit) };
+            unsafe { run_fn::<BITS, MINS>(ng, nt)(tier, p, t0, g0, emit) };
         }
     }
 }

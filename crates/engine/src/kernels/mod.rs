@@ -20,6 +20,7 @@ mod interleaved_x86;
 mod k_quant;
 mod q4_0;
 mod q4_k;
+mod q4_k_interleaved;
 mod q4_k_scalar;
 #[cfg(target_arch = "x86_64")]
 mod q4_k_x86;
@@ -37,6 +38,7 @@ pub use interleaved::{Interleaved, Q4_0Matrix, Q8_0Matrix};
 pub use k_quant::{KQuant, KQuantMatrix, K_QUANT_BLOCK_VALUES};
 pub use q4_0::{Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
 pub use q4_k::{Q4KMatrix, Q4K, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
+pub use q4_k_interleaved::Q4KInterleaved;
 pub use q6_k::{Q6KMatrix, Q6K, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
 pub use q8_0::{Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};
 pub use tier::Tier;

@@ -1,0 +1,73 @@
+//! Q4_K weights for the interleaved int8 kernels ([`Q4KInterleaved`]), repacked at load
+//! for prefill: each 32-value sub-block becomes a Q4_0-style block of nibbles (byte `j`:
+//! value `j` low, value `j + 16` high) with an f16 scale `d * scale` and an f16 min
+//! `dmin * min`, so `w = scale * q - min` as GGML defines it. That is 20 bytes per 32
+//! weights, against 18 in the file and 24 in candle's own prefill tiles; the f16 rounding
+//! of a scale (2^-11 relative) is far below the 4-bit step.
+
+use half::f16;
+
+use super::interleaved::{Interleaved, BLOCK_VALUES, GROUP_ROWS, LANE_VALUES};
+use super::k_quant::K_QUANT_BLOCK_VALUES;
+use super::q4_k::{
+    block_d_dmin, unpack_scales_mins, NIBBLES_AT, Q4_K_BLOCK_BYTES, SCALES_AT, SUB_BLOCKS,
+};
+use super::KernelError;
+
+/// GGML Q4_K weights, repacked with a scale and min per 32 values.
+pub type Q4KInterleaved = Interleaved<4, true>;
+
+impl Q4KInterleaved {
+    /// Repacks GGML Q4_K super-blocks as stored in a GGUF tensor of shape `[cols, rows]`
+    /// (`rows` rows of `cols / 256` super-blocks, row after row). Fails if `cols` is not a
+    /// positive multiple of 256 or the byte count does not match.
+    pub fn from_q4_k(bytes: &[u8], rows: usize, cols: usize) -> Result<Self, KernelError> {
+        if cols == 0 || !cols.is_multiple_of(K_QUANT_BLOCK_VALUES) {
+            return Err(KernelError::KQuantBadColumns {
+                quant: Self::NAME,
+                cols,
+            });
+        }
+        let row_bytes = cols / K_QUANT_BLOCK_VALUES * Q4_K_BLOCK_BYTES;
+        if bytes.len() != rows * row_bytes {
+            return Err(KernelError::KQuantWrongByteCount {
+                quant: Self::NAME,
+                rows,
+                cols,
+                expected: rows * row_bytes,
+                found: bytes.len(),
+            });
+        }
+        let mut matrix = Self::zeroed(rows, cols)?;
+        matrix.fill_groups(|g, chunks, slots| {
+            let first = (g * GROUP_ROWS * row_bytes).min(bytes.len());
+            let end = (first + GROUP_ROWS * row_bytes).min(bytes.len());
+            for (lane, row) in bytes[first..end].chunks_exact(row_bytes).enumerate() {
+                for (s, block) in row.chunks_exact(Q4_K_BLOCK_BYTES).enumerate() {
+                    let (d, dmin) = block_d_dmin(block);
+                    let mut packed = [0u8; 12];
+                    packed.copy_from_slice(&block[SCALES_AT..NIBBLES_AT]);
+                    let (scales, mins) = unpack_scales_mins(packed);
+                    for j in 0..SUB_BLOCKS {
+                        let b = s * SUB_BLOCKS + j;
+                        let slots = &mut slots[b * Self::SCALE_SLOTS..][..Self::SCALE_SLOTS];
+                        slots[lane] =
+                            f16::from_f32(d * f32::from((scales >> (8 * j)) as u8)).to_bits();
+                        slots[GROUP_ROWS + lane] =
+                            f16::from_f32(dmin * f32::from((mins >> (8 * j)) as u8)).to_bits();
+                        // Sub-blocks 2i and 2i + 1 are the low and high nibbles of the
+                        // same 32 bytes.
+                        let source = &block[NIBBLES_AT + BLOCK_VALUES * (j / 2)..][..BLOCK_VALUES];
+                        let value = |i: usize| (source[i] >> (4 * (j % 2))) & 0x0F;
+                        let chunks = &mut chunks[b * Self::BLOCK_CHUNKS..][..Self::BLOCK_CHUNKS];
+                        for i in 0..BLOCK_VALUES / 2 {
+                            chunks[i / LANE_VALUES].0[lane * LANE_VALUES + i % LANE_VALUES] =
+                                value(i) | (value(i + BLOCK_VALUES / 2) << 4);
+                        }
+                    }
+                }
+            }
+        });
+        Ok(matrix)
+    }
+}

@@ -1,0 +1,136 @@
+//! Q4_K repacked for the interleaved prefill kernels ([`Q4KInterleaved`]): its weights
+//! against candle's dequantization of the same GGML blocks, and its matmul against its
+//! own weights in f64 on every instruction-set tier this CPU runs.
+
+mod common;
+
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use impchat_engine::kernels::{KernelError, Q4KInterleaved, Tier};
+
+/// `(rows, cols)`: one super-block, a ragged row group, Phi-2's width.
+const SHAPES: [(usize, usize); 3] = [(16, 256), (37, 512), (64, 2560)];
+const TOKENS: [usize; 4] = [1, 3, 7, 13];
+
+struct Case {
+    matrix: Q4KInterleaved,
+    /// candle's dequantization of the GGML blocks, row-major `n x k`.
+    candle_weights: Vec<f32>,
+    n: usize,
+    k: usize,
+}
+
+fn case(n: usize, k: usize, seed: u64) -> Case {
+    let device = Device::Cpu;
+    // An offset per row, so the mins are not all alike.
+    let values: Vec<f32> = common::gaussian_like(n * k, seed, 0.05)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| v + 0.01 * (i / k % 7) as f32)
+        .collect();
+    let w = Tensor::from_vec(values, (n, k), &device).unwrap();
+    let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
+    let blocks = q.data().unwrap().into_owned();
+    let candle_weights = q
+        .dequantize(&device)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    Case {
+        matrix: Q4KInterleaved::from_q4_k(&blocks, n, k).unwrap(),
+        candle_weights,
+        n,
+        k,
+    }
+}
+
+#[test]
+fn repacked_weights_equal_candles_dequantization_up_to_f16_scales() {
+    for (seed, &(n, k)) in SHAPES.iter().enumerate() {
+        let case = case(n, k, seed as u64);
+        let ours = case.matrix.dequantize();
+        assert_eq!(ours.len(), n * k);
+        for (i, (w, expected)) in ours
+            .chunks(32)
+            .zip(case.candle_weights.chunks(32))
+            .enumerate()
+        {
+            // Scale and min are each rounded to f16 (2^-11 relative); both are bounded by
+            // twice the block's largest weight.
+            let largest = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let slack = 4.0 * largest / 2048.0 + 1e-7;
+            for (j, (&w, &e)) in w.iter().zip(expected).enumerate() {
+                assert!(
+                    (w - e).abs() <= slack,
+                    "{n}x{k}: weight {} is {w}, candle dequantizes {e} (slack {slack:e})",
+                    i * 32 + j
+                );
+            }
+        }
+    }
+}
+
+fn check_tier(tier: Tier) {
+    for (seed, &(n, k)) in SHAPES.iter().enumerate() {
+        let case = case(n, k, seed as u64 + 10);
+        let weights = case.matrix.dequantize();
+        for m in TOKENS {
+            let x = common::activations(m, k);
+            let got = case.matrix.matmul_with(tier, &x).unwrap();
+            assert_eq!(got.len(), m * n);
+            let (exact, magnitude) =
+                common::reference(&weights, n, k, &common::int8_rounded(&x, k));
+            for (i, (&got, (&exact, &magnitude))) in
+                got.iter().zip(exact.iter().zip(&magnitude)).enumerate()
+            {
+                let slack = 1e-5 * magnitude + 1e-6;
+                let diff = (got as f64 - exact).abs();
+                assert!(
+                    diff <= slack,
+                    "{tier:?} {n}x{k} m={m} out[{}][{}] = {got} but the dequantized product is \
+                     {exact} (diff {diff:e} > {slack:e})",
+                    i / n,
+                    i % n
+                );
+            }
+        }
+        assert_eq!(case.n, n);
+        assert_eq!(case.k, k);
+    }
+}
+
+#[test]
+fn every_tier_matches_the_dequantized_product() {
+    for tier in Tier::ALL {
+        if tier.is_available() {
+            check_tier(tier);
+        } else {
+            eprintln!("this CPU lacks {tier:?}; tier not tested");
+        }
+    }
+}
+
+#[test]
+fn wrong_sizes_are_clear_errors() {
+    assert_eq!(
+        Q4KInterleaved::from_q4_k(&[0u8; 144], 1, 300).unwrap_err(),
+        KernelError::KQuantBadColumns {
+            quant: "Q4_K",
+            cols: 300
+        }
+    );
+    let err = Q4KInterleaved::from_q4_k(&[0u8; 144], 2, 256).unwrap_err();
+    assert_eq!(
+        err,
+        KernelError::KQuantWrongByteCount {
+            quant: "Q4_K",
+            rows: 2,
+            cols: 256,
+            expected: 288,
+            found: 144
+        }
+    );
+    assert!(err.to_string().contains("truncated"), "{err}");
+}
