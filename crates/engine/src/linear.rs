@@ -8,8 +8,7 @@ use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::kernels::{
-    BlockBytes, Q4KInterleaved, Q4KMatrix, Q4_0Matrix, Q6KMatrix, Q8_0Matrix, Tier,
-    OWN_Q4_0_IS_FASTER,
+    BlockBytes, Q4KInterleaved, Q4_0Matrix, Q6KMatrix, Q8_0Matrix, Tier, OWN_Q4_0_IS_FASTER,
 };
 
 /// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
@@ -20,12 +19,9 @@ pub enum Weight {
     Q4_0(Arc<Q4_0Matrix>),
     /// Q8_0 blocks repacked for our int8 kernel (the GGUF vision tower).
     Q8_0(Arc<Q8_0Matrix>),
-    /// Q4_K: our interleaved tiles for several rows (prefill), our own matvec over the
-    /// GGML blocks (borrowed from the `QTensor`, no copy) for a single row (decode).
-    Q4K {
-        rows: Arc<Q4KInterleaved>,
-        own: Arc<Q4KMatrix>,
-    },
+    /// Q4_K blocks repacked for our interleaved kernels (one copy for prefill and decode;
+    /// candle's prefill tiles would take a third more memory than the blocks).
+    Q4K(Arc<Q4KInterleaved>),
     /// Q6_K, split between candle and our own matvec as for Q4_K.
     Q6K {
         candle: QMatMul,
@@ -55,14 +51,8 @@ impl Linear {
     /// keeps them (its aarch64 path has repacked NEON Q4_0 tiles), and so does any
     /// tensor whose blocks cannot be read back.
     pub fn from_qmatmul(weight: QMatMul, bias: Option<Tensor>) -> Self {
-        if let Some((rows, own)) = own_q4_k(&weight) {
-            return Self {
-                weight: Weight::Q4K {
-                    rows: Arc::new(rows),
-                    own: Arc::new(own),
-                },
-                bias,
-            };
+        if let Some(matrix) = own_q4_k(&weight) {
+            return Self::q4_k(matrix, bias);
         }
         if let Some(own) = own_q6_k(&weight) {
             return Self {
@@ -87,6 +77,14 @@ impl Linear {
     pub fn q4_0(weight: Q4_0Matrix, bias: Option<Tensor>) -> Self {
         Self {
             weight: Weight::Q4_0(Arc::new(weight)),
+            bias,
+        }
+    }
+
+    /// A layer over a repacked Q4_K matrix (use it where [`own_k_quants_are_faster`]).
+    pub fn q4_k(weight: Q4KInterleaved, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: Weight::Q4K(Arc::new(weight)),
             bias,
         }
     }
@@ -132,26 +130,29 @@ fn own_q4_0(weight: &QMatMul) -> Option<Q4_0Matrix> {
     Q4_0Matrix::new(bytes, rows, cols).ok()
 }
 
-/// `weight`'s CPU tensor of type `dtype`, with its shape, where our K-quant decode
-/// matvecs are the faster ones: x86_64 with AVX2 or better (elsewhere candle has NEON
-/// tiles, or ours would run their scalar loops).
+/// `weight`'s CPU tensor of type `dtype`, with its shape, where our K-quant kernels are
+/// the faster ones.
 fn own_k_quant(weight: &QMatMul, dtype: GgmlDType) -> Option<(BlockBytes, usize, usize)> {
     let QMatMul::QTensor(q) = weight else {
         return None;
     };
-    if !cfg!(target_arch = "x86_64") || Tier::best() == Tier::Scalar || q.dtype() != dtype {
+    if !own_k_quants_are_faster() || q.dtype() != dtype {
         return None;
     }
     let (rows, cols) = q.shape().dims2().ok()?;
     Some((BlockBytes::from_qtensor(q.clone())?, rows, cols))
 }
 
-/// Q4_K blocks as our prefill tiles and our decode matvec (candle's own prefill tiles,
-/// never built, would take a third more memory than the blocks).
-fn own_q4_k(weight: &QMatMul) -> Option<(Q4KInterleaved, Q4KMatrix)> {
+/// Whether our Q4_K and Q6_K kernels beat candle's here: x86_64 with AVX2 or better
+/// (elsewhere candle has NEON tiles, or ours would run their scalar loops).
+pub fn own_k_quants_are_faster() -> bool {
+    cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar
+}
+
+/// Q4_K blocks repacked for our kernels, where they are the faster ones.
+fn own_q4_k(weight: &QMatMul) -> Option<Q4KInterleaved> {
     let (bytes, rows, cols) = own_k_quant(weight, GgmlDType::Q4K)?;
-    let interleaved = Q4KInterleaved::from_q4_k(bytes.as_slice(), rows, cols).ok()?;
-    Some((interleaved, Q4KMatrix::new(bytes, rows, cols).ok()?))
+    Q4KInterleaved::from_q4_k(bytes.as_slice(), rows, cols).ok()
 }
 
 fn own_q6_k(weight: &QMatMul) -> Option<Q6KMatrix> {
@@ -186,12 +187,7 @@ impl Module for Linear {
             Weight::Candle(w) => w.forward(xs)?,
             Weight::Q4_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q8_0(w) => return w.forward(xs, self.bias.as_ref()),
-            Weight::Q4K { rows, own } => decode_row_forward(
-                |xs| rows.forward(xs, None),
-                (own.rows(), own.cols()),
-                |x| own.matvec(x),
-                xs,
-            )?,
+            Weight::Q4K(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q6K { candle, own } => decode_row_forward(
                 |xs| candle.forward(xs),
                 (own.rows(), own.cols()),

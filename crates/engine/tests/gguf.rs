@@ -485,18 +485,22 @@ fn projector_file_is_refused_as_a_language_model() {
     }
 }
 
-/// Q4_0 matrices are repacked from the mapped file into exactly as many bytes as the file
-/// holds (no dequantized or second copy) and give what candle's own Q4_0 matmul gives.
-#[test]
-fn q4_0_linear_is_repacked_without_growing() {
+/// Writes one `rows x cols` matrix of `dtype` to a GGUF, loads it as a linear layer from
+/// the map, and checks its product against candle's own matmul on the same blocks (within
+/// `tolerance` of the largest output). Returns the layer and the bytes the file stores.
+fn mapped_linear(
+    dtype: GgmlDType,
+    rows: usize,
+    cols: usize,
+    tolerance: f32,
+) -> (impchat_engine::linear::Linear, usize) {
     use candle_core::quantized::QMatMul;
     use candle_core::Module;
-    use impchat_engine::linear::Weight;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("one-matrix.gguf");
-    let dense = Tensor::randn(0f32, 1.0, (96, 128), &Device::Cpu).expect("randn");
-    let weight = QTensor::quantize(&dense, GgmlDType::Q4_0).expect("quantize");
+    let dense = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).expect("randn");
+    let weight = QTensor::quantize(&dense, dtype).expect("quantize");
     let arch = Value::String("phi2".into());
     let mut file = std::fs::File::create(&path).expect("create");
     gguf_file::write(
@@ -508,18 +512,29 @@ fn q4_0_linear_is_repacked_without_growing() {
     drop(file);
 
     let gguf = GgufFile::open(&path).expect("open");
-    let linear = gguf.linear("proj", 128, 96, false).expect("linear");
-    let xs = Tensor::randn(0f32, 1.0, (1, 3, 128), &Device::Cpu).expect("input");
+    let linear = gguf.linear("proj", cols, rows, false).expect("linear");
     let stored_bytes = weight.storage_size_in_bytes();
-    let expected = QMatMul::from_qtensor(weight)
-        .and_then(|m| m.forward(&xs))
-        .expect("candle matmul");
-    let got = linear.forward(&xs).expect("forward");
-    let err = max_abs(&(got - &expected).expect("diff"));
-    assert!(
-        err <= 1e-3 * max_abs(&expected),
-        "mapped Q4_0 differs by {err}"
-    );
+    let candle = QMatMul::from_qtensor(weight).expect("candle matmul");
+    for tokens in [1, 3] {
+        let xs = Tensor::randn(0f32, 1.0, (1, tokens, cols), &Device::Cpu).expect("input");
+        let expected = candle.forward(&xs).expect("candle matmul");
+        let got = linear.forward(&xs).expect("forward");
+        let err = max_abs(&(got - &expected).expect("diff"));
+        assert!(
+            err <= tolerance * max_abs(&expected),
+            "mapped {dtype:?} differs by {err} at {tokens} rows"
+        );
+    }
+    (linear, stored_bytes)
+}
+
+/// Q4_0 matrices are repacked from the mapped file into exactly as many bytes as the file
+/// holds (no dequantized or second copy) and give what candle's own Q4_0 matmul gives.
+#[test]
+fn q4_0_linear_is_repacked_without_growing() {
+    use impchat_engine::linear::Weight;
+    // Both sides round activations to int8 per 32 values (candle's scale is f16).
+    let (linear, stored_bytes) = mapped_linear(GgmlDType::Q4_0, 96, 128, 1e-3);
     if cfg!(target_arch = "x86_64") {
         match linear.weight() {
             Weight::Q4_0(matrix) => assert_eq!(
@@ -528,6 +543,26 @@ fn q4_0_linear_is_repacked_without_growing() {
                 "the repacked Q4_0 matrix takes more memory than its blocks"
             ),
             other => panic!("expected the engine's Q4_0 kernel, got {other:?}"),
+        }
+    }
+}
+
+/// Q4_K matrices are repacked from the mapped file into one copy of 148 bytes per 144 the
+/// file holds (each super-block's `d` and `dmin` per row group), which serves prefill and
+/// decode, close to candle's own Q4_K matmul.
+#[test]
+fn q4_k_linear_is_repacked_into_one_copy() {
+    use impchat_engine::linear::{own_k_quants_are_faster, Weight};
+    // Candle rounds activations per 256 values, ours per 32.
+    let (linear, stored_bytes) = mapped_linear(GgmlDType::Q4K, 32, 512, 2e-2);
+    if own_k_quants_are_faster() {
+        match linear.weight() {
+            Weight::Q4K(matrix) => assert_eq!(
+                matrix.resident_bytes(),
+                stored_bytes / 144 * 148,
+                "the repacked Q4_K matrix takes more than 148 bytes per 144 of blocks"
+            ),
+            other => panic!("expected the engine's Q4_K kernels, got {other:?}"),
         }
     }
 }

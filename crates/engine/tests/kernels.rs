@@ -19,8 +19,6 @@ struct Case {
     blocks: Vec<u8>,
     /// candle's dequantization of the same blocks, row-major `n x k`.
     weights: Vec<f32>,
-    n: usize,
-    k: usize,
 }
 
 fn case(n: usize, k: usize, seed: u64) -> Case {
@@ -40,8 +38,6 @@ fn case(n: usize, k: usize, seed: u64) -> Case {
         matrix,
         blocks: bytes,
         weights,
-        n,
-        k,
     }
 }
 

@@ -1,7 +1,7 @@
 //! Our Q4_K and Q6_K decode matvecs against candle's own `QMatMul` on the same
 //! `QTensor`, against candle's dequantized weights, on every instruction-set tier this
 //! CPU runs and on the portable scalar path; and the linear layer's routing of decode
-//! rows to them (and of Q4_K prefill rows to the interleaved tiles).
+//! rows to them (Q6_K; Q4_K layers run on the interleaved kernels).
 
 mod common;
 
@@ -276,66 +276,86 @@ fn q6_k_wrong_sizes_are_clear_errors() {
 }
 
 #[test]
-fn linear_runs_decode_rows_over_candles_bytes_and_q4_k_prefill_on_our_tiles() {
-    for dtype in DTYPES {
-        let c = case(dtype, 40, 512, 7);
-        let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
-        let linear = Linear::from_qmatmul(candle.clone(), None);
-        let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
-        let own_bytes = match (linear.weight(), dtype) {
-            (Weight::Q4K { own, .. }, GgmlDType::Q4K) => Some(own.bytes()),
-            (Weight::Q6K { own, .. }, GgmlDType::Q6K) => Some(own.bytes()),
-            _ => None,
-        };
+fn linear_runs_q6_k_decode_rows_over_candles_bytes_and_prefill_on_candle() {
+    let c = case(GgmlDType::Q6K, 40, 512, 7);
+    let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
+    let linear = Linear::from_qmatmul(candle.clone(), None);
+    let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
+    let own_bytes = match linear.weight() {
+        Weight::Q6K { own, .. } => Some(own.bytes()),
+        _ => None,
+    };
+    assert_eq!(
+        own_bytes.is_some(),
+        ours_expected,
+        "got {:?}",
+        linear.weight()
+    );
+    if let Some(bytes) = own_bytes {
+        let lent = c.tensor.data().unwrap();
         assert_eq!(
-            own_bytes.is_some(),
-            ours_expected,
-            "{dtype:?}: got {:?}",
-            linear.weight()
+            bytes.as_slice().as_ptr(),
+            lent.as_ptr(),
+            "Q6_K blocks were copied"
         );
-        if let Some(bytes) = own_bytes {
-            let lent = c.tensor.data().unwrap();
-            assert_eq!(
-                bytes.as_slice().as_ptr(),
-                lent.as_ptr(),
-                "{dtype:?} blocks were copied"
-            );
-        }
+    }
 
-        let x = activations(512);
-        let one = Tensor::from_vec(x.clone(), (1, 1, 512), &Device::Cpu).unwrap();
-        let got = linear.forward(&one).unwrap();
-        assert_eq!(got.dims(), [1, 1, 40]);
+    let x = activations(512);
+    let one = Tensor::from_vec(x.clone(), (1, 1, 512), &Device::Cpu).unwrap();
+    let got = linear.forward(&one).unwrap();
+    assert_eq!(got.dims(), [1, 1, 40]);
+    if ours_expected {
+        let mine = c.matrix.matvec(&x).unwrap();
+        assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mine);
+    }
+
+    let many = Tensor::randn(0f32, 1.0, (1, 5, 512), &Device::Cpu).unwrap();
+    let got = linear.forward(&many).unwrap();
+    let theirs = candle.forward(&many).unwrap();
+    assert_eq!(
+        max_abs(&(got - theirs).unwrap()),
+        0.0,
+        "several rows must go through candle unchanged"
+    );
+}
+
+#[test]
+fn linear_runs_q4_k_on_the_interleaved_kernels_close_to_candle() {
+    let c = case(GgmlDType::Q4K, 40, 512, 7);
+    let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
+    let bias = Tensor::randn(0f32, 1.0, 40, &Device::Cpu).unwrap();
+    let linear = Linear::from_qmatmul(candle.clone(), Some(bias.clone()));
+    let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
+    assert_eq!(
+        matches!(linear.weight(), Weight::Q4K(_)),
+        ours_expected,
+        "got {:?}",
+        linear.weight()
+    );
+    let tiles = Q4KInterleaved::from_q4_k(&c.tensor.data().unwrap(), 40, 512).unwrap();
+    for tokens in [1, 5] {
+        let xs = Tensor::randn(0f32, 1.0, (1, tokens, 512), &Device::Cpu).unwrap();
+        let got = linear.forward(&xs).unwrap();
+        assert_eq!(got.dims(), [1, tokens, 40]);
+        let theirs = candle.forward(&xs).unwrap().broadcast_add(&bias).unwrap();
         if ours_expected {
-            let mine = c.matrix.matvec(&x).unwrap();
-            assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mine);
-        }
-
-        let many = Tensor::randn(0f32, 1.0, (1, 5, 512), &Device::Cpu).unwrap();
-        let got = linear.forward(&many).unwrap();
-        let theirs = candle.forward(&many).unwrap();
-        let max_abs =
-            |t: &Tensor| -> f32 { t.abs().unwrap().max_all().unwrap().to_scalar().unwrap() };
-        let diff = max_abs(&(&got - &theirs).unwrap());
-        if dtype == GgmlDType::Q4K && ours_expected {
-            // Our prefill tiles: exactly the interleaved matrix's product, and close to
-            // candle's (which rounds activations per 256 values instead of per 32).
-            let tiles = Q4KInterleaved::from_q4_k(&c.tensor.data().unwrap(), 40, 512).unwrap();
-            let x = many.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            let expected = tiles.matmul(&x).unwrap();
+            let x = xs.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let b = bias.to_vec1::<f32>().unwrap();
+            let expected = tiles.matmul_bias(Tier::best(), &x, Some(&b)).unwrap();
             assert_eq!(
                 got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 expected
             );
-            assert!(
-                diff <= 0.02 * max_abs(&theirs),
-                "Q4_K prefill is {diff} off candle's"
-            );
-        } else {
-            assert_eq!(
-                diff, 0.0,
-                "{dtype:?}: several rows must go through candle unchanged"
-            );
         }
+        // Candle rounds activations per 256 values, ours per 32: close, not equal.
+        let diff = max_abs(&(&got - &theirs).unwrap());
+        assert!(
+            diff <= 0.02 * max_abs(&theirs),
+            "{tokens} rows: Q4_K is {diff} off candle's"
+        );
     }
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
 }

@@ -18,8 +18,8 @@ use candle_nn::{LayerNorm, RmsNorm};
 use memmap2::Mmap;
 
 use crate::error::EngineError;
-use crate::kernels::{BlockBytes, Q4_0Matrix};
-use crate::linear::Linear;
+use crate::kernels::{BlockBytes, Q4KInterleaved, Q4_0Matrix};
+use crate::linear::{own_k_quants_are_faster, Linear};
 
 /// An opened, checked GGUF file.
 pub struct GgufFile {
@@ -353,6 +353,9 @@ impl GgufFile {
         if let Some(matrix) = self.repacked_q4_0(&weight_name)? {
             return Ok(Linear::q4_0(matrix, bias));
         }
+        if let Some(matrix) = self.repacked_q4_k(&weight_name)? {
+            return Ok(Linear::q4_k(matrix, bias));
+        }
         let weight = QMatMul::from_arc(self.qtensor(&weight_name)?)?;
         Ok(Linear::from_qmatmul(weight, bias))
     }
@@ -371,6 +374,20 @@ impl GgufFile {
             range: tensor.offset..tensor.offset + tensor.bytes.len(),
         };
         let matrix = Q4_0Matrix::new(bytes, tensor.shape[0], tensor.shape[1])
+            .map_err(|e| self.corrupt(format!("tensor {name}: {e}")))?;
+        self.release(tensor.offset, tensor.bytes.len());
+        Ok(Some(matrix))
+    }
+
+    /// A Q4_K matrix repacked for the engine's own kernels straight from the map (one copy,
+    /// whose source pages are then handed back), where those kernels are the ones that run
+    /// Q4_K ([`Linear::from_qmatmul`]'s rule).
+    fn repacked_q4_k(&self, name: &str) -> Result<Option<Q4KInterleaved>, EngineError> {
+        let tensor = self.tensor_bytes(name)?;
+        if !own_k_quants_are_faster() || tensor.dtype != GgmlDType::Q4K || tensor.shape.len() != 2 {
+            return Ok(None);
+        }
+        let matrix = Q4KInterleaved::from_q4_k(tensor.bytes, tensor.shape[0], tensor.shape[1])
             .map_err(|e| self.corrupt(format!("tensor {name}: {e}")))?;
         self.release(tensor.offset, tensor.bytes.len());
         Ok(Some(matrix))

@@ -10,8 +10,10 @@
 //! - Q4_0: chunk `c` holds bytes `4c..4c + 4` of each row's GGML nibbles: values
 //!   `4c..4c + 4` in the low nibbles and `16 + 4c..16 + 4c + 4` in the high ones, stored
 //!   `q + 8` as GGML keeps them. The repacked matrix takes exactly the file's bytes.
-//! - Q4_K (`MINS`): nibbles as Q4_0 but stored `q` (0..15), each 32-value sub-block with
-//!   its own f16 scale `d * scale` and min `dmin * min`: `w = scale * q - min`.
+//! - Q4_K (`MINS`): nibbles as Q4_0 but stored `q` (0..15); each 32-value sub-block keeps
+//!   its 6-bit scale and min, each 256-value super-block its f16 `d` and `dmin`, so
+//!   `w = d * scale * q - dmin * min` exactly as GGML defines it, in 18.5 bytes per 32
+//!   weights (the file: 18).
 //!
 //! Stored values are unsigned, the operand `vpdpbusd` multiplies by signed activations;
 //! the kernels start each block's sums at `-offset * Σ a` to undo the offset. Rows are
@@ -28,6 +30,8 @@ use super::KernelError;
 pub(crate) const BLOCK_VALUES: usize = 32;
 /// Rows interleaved together: the 16 i32 lanes of a 512-bit register.
 pub(crate) const GROUP_ROWS: usize = 16;
+/// Q4_K blocks that share one super-block's `d` and `dmin`.
+pub(crate) const SUPER_BLOCKS: usize = 8;
 /// Consecutive values of one row that one `vpdpbusd` lane sums: an activation "word".
 pub(crate) const LANE_VALUES: usize = 4;
 /// Activation words per block.
@@ -52,7 +56,8 @@ pub struct Interleaved<const BITS: usize, const MINS: bool = false> {
     padded_cols: usize,
     /// `groups × blocks × BITS` chunks.
     chunks: Vec<Chunk>,
-    /// Per group and block, 16 f16 scales (one per row), then with `MINS` 16 f16 mins.
+    /// Per group: per block 16 f16 scales (one per row), or with `MINS` 16 `scale | min
+    /// << 8`; then with `MINS`, per super-block 16 f16 `d` and 16 f16 `dmin`.
     scales: Vec<u16>,
 }
 
@@ -86,8 +91,26 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
     pub(crate) const PER_BYTE: usize = 8 / BITS;
     /// How much a stored value exceeds its weight's `q`.
     pub(crate) const OFFSET: i32 = if MINS { 0 } else { 1 << (BITS - 1) };
-    /// f16 values per group and block: a scale per row, and a min per row with `MINS`.
-    pub(crate) const SCALE_SLOTS: usize = if MINS { 2 * GROUP_ROWS } else { GROUP_ROWS };
+
+    /// `scales` entries per group of `blocks` blocks (see the field).
+    pub(crate) const fn group_scales(blocks: usize) -> usize {
+        let super_blocks = if MINS { blocks / SUPER_BLOCKS } else { 0 };
+        blocks * GROUP_ROWS + super_blocks * 2 * GROUP_ROWS
+    }
+
+    /// Scale and min (0 without `MINS`) of block `b` of row `lane`, from its group's
+    /// `scales` entries.
+    #[inline(always)]
+    pub(crate) fn scale_min(scales: &[u16], blocks: usize, b: usize, lane: usize) -> (f32, f32) {
+        let entry = scales[b * GROUP_ROWS + lane];
+        if !MINS {
+            return (f16::from_bits(entry).to_f32(), 0.0);
+        }
+        let shared = &scales[blocks * GROUP_ROWS + b / SUPER_BLOCKS * 2 * GROUP_ROWS..];
+        let d = f16::from_bits(shared[lane]).to_f32();
+        let dmin = f16::from_bits(shared[GROUP_ROWS + lane]).to_f32();
+        (d * f32::from(entry as u8), dmin * f32::from(entry >> 8))
+    }
     /// Bits of one stored value.
     const MASK: u8 = (((1u16 << BITS) - 1) & 0xFF) as u8;
     /// The chunk of weights that are all zero (padding rows and columns).
@@ -113,12 +136,12 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
             cols,
             padded_cols,
             chunks: vec![Self::ZERO_CHUNK; groups * blocks * Self::BLOCK_CHUNKS],
-            scales: vec![0; groups * blocks * Self::SCALE_SLOTS],
+            scales: vec![0; groups * Self::group_scales(blocks)],
         })
     }
 
     /// Fills every row group in parallel: `fill(g, chunks, scales)` gets group `g`'s
-    /// `blocks × BITS` chunks and `blocks × SCALE_SLOTS` scales (and mins).
+    /// `blocks × BITS` chunks and its `scales` entries.
     pub(crate) fn fill_groups<F>(&mut self, fill: F)
     where
         F: Fn(usize, &mut [Chunk], &mut [u16]) + Sync,
@@ -126,7 +149,7 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
         let blocks = self.blocks();
         self.chunks
             .par_chunks_mut(blocks * Self::BLOCK_CHUNKS)
-            .zip(self.scales.par_chunks_mut(blocks * Self::SCALE_SLOTS))
+            .zip(self.scales.par_chunks_mut(Self::group_scales(blocks)))
             .enumerate()
             .for_each(|(g, (chunks, scales))| fill(g, chunks, scales));
     }
@@ -152,8 +175,7 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
             let end = (first + GROUP_ROWS * row_bytes).min(bytes.len());
             for (lane, row) in bytes[first..end].chunks_exact(row_bytes).enumerate() {
                 for (b, block) in row.chunks_exact(block_bytes).enumerate() {
-                    let scale = u16::from_le_bytes([block[0], block[1]]);
-                    scales[b * Self::SCALE_SLOTS + lane] = scale;
+                    scales[b * GROUP_ROWS + lane] = u16::from_le_bytes([block[0], block[1]]);
                     let chunks = &mut chunks[b * Self::BLOCK_CHUNKS..][..Self::BLOCK_CHUNKS];
                     place(&block[2..], lane, chunks);
                 }
@@ -195,14 +217,6 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
         i32::from((byte >> (part * BITS)) & Self::MASK) - Self::OFFSET
     }
 
-    /// The scale and min (0 without `MINS`) of block `slot` (counted over all groups) of
-    /// row `lane` of its group.
-    fn scale_min(&self, slot: usize, lane: usize) -> (f32, f32) {
-        let at = slot * Self::SCALE_SLOTS + lane;
-        let value = |i: usize| f16::from_bits(self.scales[i]).to_f32();
-        (value(at), if MINS { value(at + GROUP_ROWS) } else { 0.0 })
-    }
-
     /// The weights as f32 (`d * q`, minus the min with `MINS`), row-major `rows x cols`: what the matmul multiplies.
     pub fn dequantize(&self) -> Vec<f32> {
         let blocks = self.blocks();
@@ -213,7 +227,9 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
                 let slot = g * blocks + c / BLOCK_VALUES;
                 let chunks = &self.chunks[slot * Self::BLOCK_CHUNKS..][..Self::BLOCK_CHUNKS];
                 let q = Self::weight(chunks, lane, c % BLOCK_VALUES);
-                let (d, min) = self.scale_min(slot, lane);
+                let group_scales = Self::group_scales(blocks);
+                let scales = &self.scales[g * group_scales..(g + 1) * group_scales];
+                let (d, min) = Self::scale_min(scales, blocks, c / BLOCK_VALUES, lane);
                 *w = d * q as f32 - min;
             }
         }
@@ -298,7 +314,7 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
         emit: &mut dyn FnMut(usize, usize, &[f32]),
     ) {
         let group_len = self.blocks() * Self::BLOCK_CHUNKS;
-        let scale_len = self.blocks() * Self::SCALE_SLOTS;
+        let scale_len = Self::group_scales(self.blocks());
         if tier == Tier::Scalar {
             let mut values = [0f32; GROUP_ROWS];
             for g in groups {
@@ -355,12 +371,9 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
             }
             let da = acts.scales[t * blocks + b];
             let min_scale = da * acts.sums[t * blocks + b] as f32;
-            let slots = &scales[b * Self::SCALE_SLOTS..(b + 1) * Self::SCALE_SLOTS];
             for (lane, (o, dot)) in out.iter_mut().zip(dots).enumerate() {
-                *o += f16::from_bits(slots[lane]).to_f32() * da * dot as f32;
-                if MINS {
-                    *o -= f16::from_bits(slots[GROUP_ROWS + lane]).to_f32() * min_scale;
-                }
+                let (scale, min) = Self::scale_min(scales, blocks, b, lane);
+                *o += scale * da * dot as f32 - min * min_scale;
             }
         }
     }

@@ -13,7 +13,7 @@ use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::activations::Q8Activations;
-use super::interleaved::{Chunk, Interleaved, BLOCK_VALUES, GROUP_ROWS, LANE_VALUES};
+use super::interleaved::{Chunk, Interleaved, BLOCK_VALUES, GROUP_ROWS, LANE_VALUES, SUPER_BLOCKS};
 use super::tier::Tier;
 
 /// Outputs of one tile: `[group][activation row][row in group]`.
@@ -31,8 +31,8 @@ struct TilePtrs {
     /// Chunks between one group and the next.
     group_chunks: usize,
     scales: *const u16,
-    /// f16 values per group and block in `scales`.
-    scale_slots: usize,
+    /// `scales` entries between one group and the next.
+    group_scales: usize,
     qs: *const i8,
     sums: *const i32,
     act_scales: *const f32,
@@ -44,14 +44,26 @@ impl TilePtrs {
         self.k / BLOCK_VALUES
     }
 
-    /// Block `b`'s 16 scales of group `g` (then, for Q4_K, its 16 mins).
+    /// Block `b`'s 16 scale entries of group `g`.
     ///
     /// # Safety
     /// Group `g` must be inside the tile's groups.
     #[inline(always)]
     unsafe fn scales(&self, g: usize, b: usize) -> *const u16 {
-        // SAFETY: per the caller; groups hold `blocks × scale_slots` values each.
-        unsafe { self.scales.add((g * self.blocks() + b) * self.scale_slots) }
+        // SAFETY: per the caller; each group's entries start with 16 per block.
+        unsafe { self.scales.add(g * self.group_scales + b * GROUP_ROWS) }
+    }
+
+    /// The 16 f16 `d` then 16 f16 `dmin` of the Q4_K super-block holding block `b` of
+    /// group `g`.
+    ///
+    /// # Safety
+    /// Group `g` must be inside the tile's groups, and be a Q4_K group.
+    #[inline(always)]
+    unsafe fn super_scales(&self, g: usize, b: usize) -> *const u16 {
+        let at = self.blocks() * GROUP_ROWS + b / SUPER_BLOCKS * 2 * GROUP_ROWS;
+        // SAFETY: per the caller; Q4_K groups end with 32 entries per super-block.
+        unsafe { self.scales.add(g * self.group_scales + at) }
     }
 
     /// The sum of activation row `t`'s block `b`.
@@ -146,14 +158,26 @@ unsafe fn tile_avx512vnni<const BITS: usize, const MINS: bool, const G: usize, c
             }
         }
         for g in 0..G {
-            // SAFETY: the group's scales (and mins) of block `b`, inside the caller's groups.
-            let (dw, mins) = unsafe {
-                let s = p.scales(g, b);
-                let mins = if MINS { s.add(GROUP_ROWS) } else { s };
+            // SAFETY: the group's scale entries of block `b`, inside the caller's groups.
+            let entries = unsafe { _mm256_loadu_si256(p.scales(g, b).cast()) };
+            let (dw, mins) = if MINS {
+                // SAFETY: as above; Q4_K groups hold their super-blocks' `d` and `dmin`.
+                let (d, dmin) = unsafe {
+                    let s = p.super_scales(g, b);
+                    (
+                        _mm512_cvtph_ps(_mm256_loadu_si256(s.cast())),
+                        _mm512_cvtph_ps(_mm256_loadu_si256(s.add(GROUP_ROWS).cast())),
+                    )
+                };
+                let wide = _mm512_cvtepu16_epi32(entries);
+                let scale = _mm512_and_si512(wide, _mm512_set1_epi32(0xFF));
+                let min = _mm512_srli_epi32::<8>(wide);
                 (
-                    _mm512_cvtph_ps(_mm256_loadu_si256(s.cast())),
-                    _mm512_cvtph_ps(_mm256_loadu_si256(mins.cast())),
+                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(scale)),
+                    _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(min)),
                 )
+            } else {
+                (_mm512_cvtph_ps(entries), _mm512_setzero_ps())
             };
             for t in 0..T {
                 // SAFETY: row `t` has `k / 32` scales and sums.
@@ -271,22 +295,30 @@ macro_rules! tile_256 {
                     }
                 }
                 for g in 0..G {
-                    // SAFETY: the group's scales (and mins) of block `b`, inside the
-                    // caller's groups.
-                    let (dw, mins) = unsafe {
-                        let s = p.scales(g, b);
-                        let m = if MINS { s.add(GROUP_ROWS) } else { s };
-                        (
-                            [
-                                _mm256_cvtph_ps(_mm_loadu_si128(s.cast())),
-                                _mm256_cvtph_ps(_mm_loadu_si128(s.add(8).cast())),
-                            ],
-                            [
-                                _mm256_cvtph_ps(_mm_loadu_si128(m.cast())),
-                                _mm256_cvtph_ps(_mm_loadu_si128(m.add(8).cast())),
-                            ],
-                        )
-                    };
+                    let mut dw = [_mm256_setzero_ps(); 2];
+                    let mut mins = [_mm256_setzero_ps(); 2];
+                    for h in 0..2 {
+                        // SAFETY: the group's scale entries of block `b` (16 in two
+                        // halves), inside the caller's groups.
+                        let entries = unsafe { _mm_loadu_si128(p.scales(g, b).add(8 * h).cast()) };
+                        if MINS {
+                            // SAFETY: Q4_K groups hold their super-blocks' `d` and `dmin`.
+                            let (d, dmin) = unsafe {
+                                let s = p.super_scales(g, b).add(8 * h);
+                                (
+                                    _mm256_cvtph_ps(_mm_loadu_si128(s.cast())),
+                                    _mm256_cvtph_ps(_mm_loadu_si128(s.add(GROUP_ROWS).cast())),
+                                )
+                            };
+                            let wide = _mm256_cvtepu16_epi32(entries);
+                            let scale = _mm256_and_si256(wide, _mm256_set1_epi32(0xFF));
+                            let min = _mm256_srli_epi32::<8>(wide);
+                            dw[h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(scale));
+                            mins[h] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(min));
+                        } else {
+                            dw[h] = _mm256_cvtph_ps(entries);
+                        }
+                    }
                     for t in 0..T {
                         // SAFETY: row `t` has `k / 32` scales and sums.
                         let (da, sum) = unsafe { (p.act_scale(t, b), p.sum(t, b)) };
@@ -405,8 +437,9 @@ pub(crate) fn tiles<const BITS: usize, const MINS: bool>(
     assert!(k.is_multiple_of(BLOCK_VALUES) && group_chunks > 0);
     assert!(chunks.len().is_multiple_of(group_chunks));
     let groups = chunks.len() / group_chunks;
-    let scale_slots = Interleaved::<BITS, MINS>::SCALE_SLOTS;
-    assert!(scales.len() == groups * blocks * scale_slots);
+    let group_scales = Interleaved::<BITS, MINS>::group_scales(blocks);
+    assert!(!MINS || blocks.is_multiple_of(SUPER_BLOCKS));
+    assert!(scales.len() == groups * group_scales);
     assert!(tokens.end * k <= acts.qs.len());
     assert!(acts.scales.len() * BLOCK_VALUES == acts.qs.len());
     assert!(acts.sums.len() == acts.scales.len());
@@ -423,8 +456,8 @@ pub(crate) fn tiles<const BITS: usize, const MINS: bool>(
             let p = TilePtrs {
                 chunks: chunks[g0 * group_chunks..].as_ptr(),
                 group_chunks,
-                scales: scales[g0 * blocks * scale_slots..].as_ptr(),
-                scale_slots,
+                scales: scales[g0 * group_scales..].as_ptr(),
+                group_scales,
                 qs: acts.qs[t0 * k..].as_ptr(),
                 sums: acts.sums[t0 * blocks..].as_ptr(),
                 act_scales: acts.scales[t0 * blocks..].as_ptr(),
