@@ -1,6 +1,6 @@
 //! A K-quant weight matrix times one f32 activation row: the decode step's matvec, over
 //! GGML's own blocks of 256 values (borrowed, not copied). The block format's dot
-//! products come from a [`KQuant`] type: [`super::Q4K`] or [`super::Q6K`].
+//! products come from a [`KQuant`] type ([`super::Q6K`]).
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -8,14 +8,14 @@ use std::marker::PhantomData;
 use rayon::prelude::*;
 
 use super::block_bytes::BlockBytes;
-use super::q4_k::Q8KRow;
+use super::q8_k_row::Q8KRow;
 use super::tier::Tier;
 use super::KernelError;
 
 /// Weights per K-quant super-block.
 pub const K_QUANT_BLOCK_VALUES: usize = 256;
 
-/// Output rows per parallel task: a task reads 32 rows (46 KB of Q4_K for a 2560-wide
+/// Output rows per parallel task: a task reads 32 rows (67 KB of Q6_K for a 2560-wide
 /// Phi-2 row), enough tasks to balance two threads and few enough to keep rayon's cost low.
 const TASK_ROWS: usize = 32;
 

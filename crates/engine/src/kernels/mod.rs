@@ -5,8 +5,8 @@
 //! blocks directly: activations are quantized once per call to int8 blocks of 32, then
 //! int8 dot products run with AVX512-VNNI, AVX-VNNI or AVX2 (picked at run time), or a
 //! portable scalar loop. At load the blocks are repacked 16 rows side by side, in as
-//! many bytes as the file holds, so one `vpdpbusd` advances 16 rows. [`KQuantMatrix`]
-//! runs Q4_K / Q6_K decode rows over candle's own blocks. [`attention`] is flash-style
+//! many bytes as the file holds, so one `vpdpbusd` advances 16 rows; Q4_K is repacked the
+//! same way. [`KQuantMatrix`] runs Q6_K decode rows over candle's own blocks. [`attention`] is flash-style
 //! attention on f32 rows (candle builds the whole score matrix and mask).
 
 mod activations;
@@ -21,14 +21,12 @@ mod k_quant;
 mod q4_0;
 mod q4_k;
 mod q4_k_interleaved;
-mod q4_k_scalar;
-#[cfg(target_arch = "x86_64")]
-mod q4_k_x86;
 mod q6_k;
 mod q6_k_scalar;
 #[cfg(target_arch = "x86_64")]
 mod q6_k_x86;
 mod q8_0;
+mod q8_k_row;
 mod tier;
 
 pub use attention::{attention, AttentionError, AttentionInput, Visibility};
@@ -37,7 +35,7 @@ pub use gelu::gelu_tanh;
 pub use interleaved::{Interleaved, Q4_0Matrix, Q8_0Matrix};
 pub use k_quant::{KQuant, KQuantMatrix, K_QUANT_BLOCK_VALUES};
 pub use q4_0::{Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
-pub use q4_k::{Q4KMatrix, Q4K, Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
+pub use q4_k::{Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
 pub use q4_k_interleaved::Q4KInterleaved;
 pub use q6_k::{Q6KMatrix, Q6K, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
 pub use q8_0::{Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};

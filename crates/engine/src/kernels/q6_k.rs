@@ -5,8 +5,8 @@
 //! blocks (borrowed, not copied) with the int8 activations of [`Q8KRow`].
 
 use super::k_quant::{KQuant, KQuantMatrix, Kernels, K_QUANT_BLOCK_VALUES};
-use super::q4_k::{Q8KRow, SubBlockOrder};
 use super::q6_k_scalar;
+use super::q8_k_row::Q8KRow;
 use super::tier::Tier;
 
 /// Weights per Q6_K super-block.
@@ -39,7 +39,7 @@ impl KQuant for Q6K {
 
 impl Kernels for Q6K {
     fn quantize(_tier: Tier, x: &[f32]) -> Q8KRow {
-        Q8KRow::quantize(x, SubBlockOrder::Natural, GROUP)
+        Q8KRow::quantize(x, GROUP)
     }
 
     fn rows_dot(tier: Tier, w: &[u8], row_bytes: usize, acts: &Q8KRow, out: &mut [f32]) {

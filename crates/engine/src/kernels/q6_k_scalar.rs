@@ -2,12 +2,12 @@
 
 use half::f16;
 
-use super::q4_k::{Q8KRow, SubBlockOrder};
 use super::q6_k::{D_AT, GROUP, GROUPS, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES, QH_AT, SCALES_AT};
+use super::q8_k_row::Q8KRow;
 
 /// `Σ_i w[i] * x[i]` for one weight row and an activation row in natural order.
 pub(crate) fn dot_row(row: &[u8], acts: &Q8KRow) -> f32 {
-    assert!(acts.order == SubBlockOrder::Natural && acts.sum_width == GROUP);
+    assert!(acts.sum_width == GROUP);
     row.chunks_exact(Q6_K_BLOCK_BYTES)
         .zip(acts.qs.chunks_exact(Q6_K_BLOCK_VALUES))
         .zip(acts.sums.chunks_exact(GROUPS))

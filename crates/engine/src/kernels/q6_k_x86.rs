@@ -9,10 +9,29 @@
 
 use std::arch::x86_64::*;
 
-use super::q4_k::{Q8KRow, SubBlockOrder};
-use super::q4_k_x86::prefetch_ahead;
 use super::q6_k::{D_AT, GROUP, GROUPS, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES, QH_AT, SCALES_AT};
+use super::q8_k_row::Q8KRow;
 use super::tier::Tier;
+
+/// Rows ahead of the ones being read whose blocks are prefetched: a row of a few KB is
+/// too short a stream for the hardware prefetcher to ramp up before it ends.
+const PREFETCH_ROWS: usize = 16;
+
+/// Prefetches the `len`-byte block at the same place `PREFETCH_ROWS` rows further on.
+/// Prefetches never fault, so the address may lie past the matrix.
+#[inline(always)]
+pub(crate) fn prefetch_ahead(p: *const u8, row_bytes: usize, len: usize) {
+    let ahead = p.wrapping_add(PREFETCH_ROWS * row_bytes);
+    let mut line = 0;
+    while line < len {
+        // SAFETY: prefetching is a hint with no memory access semantics; any address is fine.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(line).cast()) };
+        line += 64;
+    }
+    // The block may straddle one more line than `len / 64` covers.
+    // SAFETY: as above.
+    unsafe { _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(len - 1).cast()) };
+}
 
 /// Weight rows per kernel call.
 pub(crate) const ROWS: usize = 4;
@@ -243,7 +262,7 @@ pub(crate) fn dot_rows<const R: usize>(
 ) -> [f32; R] {
     let blocks = acts.scales.len();
     assert!(row_bytes == blocks * Q6_K_BLOCK_BYTES && w.len() >= R * row_bytes);
-    assert!(acts.order == SubBlockOrder::Natural && acts.qs.len() == blocks * Q6_K_BLOCK_VALUES);
+    assert!(acts.qs.len() == blocks * Q6_K_BLOCK_VALUES);
     assert!(acts.sum_width == GROUP && acts.sums.len() == blocks * GROUPS);
     let (w, qs, sums, scales) = (
         w.as_ptr(),

@@ -1,7 +1,7 @@
-//! Our Q4_K and Q6_K decode matvecs against candle's own `QMatMul` on the same
-//! `QTensor`, against candle's dequantized weights, on every instruction-set tier this
-//! CPU runs and on the portable scalar path; and the linear layer's routing of decode
-//! rows to them (Q6_K; Q4_K layers run on the interleaved kernels).
+//! Our Q6_K decode matvec against candle's own `QMatMul` on the same `QTensor`, against
+//! candle's dequantized weights, on every instruction-set tier this CPU runs and on the
+//! portable scalar path; the linear layer's routing of decode rows to it; and Q4_K
+//! layers' routing to the interleaved kernels.
 
 mod common;
 
@@ -10,8 +10,7 @@ use std::sync::Arc;
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
 use impchat_engine::kernels::{
-    BlockBytes, KernelError, Q4KInterleaved, Q4KMatrix, Q6KMatrix, Tier, Q4_K_BLOCK_BYTES,
-    Q6_K_BLOCK_BYTES,
+    BlockBytes, KernelError, Q4KInterleaved, Q6KMatrix, Tier, Q6_K_BLOCK_BYTES,
 };
 use impchat_engine::linear::{Linear, Weight};
 
@@ -19,30 +18,12 @@ use impchat_engine::linear::{Linear, Weight};
 /// task, one super-block per row up to Phi-2's 10240-wide `fc2`.
 const SHAPES: [(usize, usize); 5] = [(37, 256), (96, 512), (133, 2560), (5, 768), (64, 10240)];
 
-const DTYPES: [GgmlDType; 2] = [GgmlDType::Q4K, GgmlDType::Q6K];
-
-/// Our matrix for either block type.
-enum Matrix {
-    Q4K(Q4KMatrix),
-    Q6K(Q6KMatrix),
-}
-
-impl Matrix {
-    fn matvec_with(&self, tier: Tier, x: &[f32]) -> Result<Vec<f32>, KernelError> {
-        match self {
-            Matrix::Q4K(m) => m.matvec_with(tier, x),
-            Matrix::Q6K(m) => m.matvec_with(tier, x),
-        }
-    }
-
-    fn matvec(&self, x: &[f32]) -> Result<Vec<f32>, KernelError> {
-        self.matvec_with(Tier::best(), x)
-    }
-}
+const DTYPES: [GgmlDType; 1] = [GgmlDType::Q6K];
 
 struct Case {
     tensor: Arc<QTensor>,
-    matrix: Matrix,
+    /// Our matrix over the tensor's blocks (`None` for other block types).
+    matrix: Option<Q6KMatrix>,
     /// candle's dequantization of the same blocks, row-major `rows x cols`.
     weights: Vec<f32>,
     cols: usize,
@@ -60,10 +41,7 @@ fn case(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> Case {
         .to_vec1()
         .unwrap();
     let bytes = BlockBytes::from_qtensor(tensor.clone()).expect("a CPU tensor lends its bytes");
-    let matrix = match dtype {
-        GgmlDType::Q4K => Matrix::Q4K(Q4KMatrix::new(bytes, rows, cols).unwrap()),
-        _ => Matrix::Q6K(Q6KMatrix::new(bytes, rows, cols).unwrap()),
-    };
+    let matrix = (dtype == GgmlDType::Q6K).then(|| Q6KMatrix::new(bytes, rows, cols).unwrap());
     Case {
         tensor,
         matrix,
@@ -137,7 +115,7 @@ fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier()
         let x = activations(cols);
         let expected = reference(&c, &quantized(&x));
         for tier in tiers() {
-            let got = c.matrix.matvec_with(tier, &x).unwrap();
+            let got = c.matrix.as_ref().unwrap().matvec_with(tier, &x).unwrap();
             assert_eq!(got.len(), rows);
             for (r, (&g, &(e, scale))) in got.iter().zip(&expected).enumerate() {
                 // Integer dot products are exact; only f32 rounding of the scales and
@@ -161,7 +139,7 @@ fn matvec_is_close_to_the_f32_product_with_the_dequantized_weights() {
         let c = case(dtype, rows, cols, 10 + i as u64);
         let x = activations(cols);
         let expected = reference(&c, &x);
-        let got = c.matrix.matvec(&x).unwrap();
+        let got = c.matrix.as_ref().unwrap().matvec(&x).unwrap();
         for (r, (&g, &(e, scale))) in got.iter().zip(&expected).enumerate() {
             // int8 activations with one scale per 256 values: at most half a step of
             // max|x|/127 per value, i.e. well under 1% of Σ|w·x|.
@@ -193,7 +171,7 @@ fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
             .unwrap();
         let scales = reference(&c, &x);
         for tier in tiers() {
-            let ours = c.matrix.matvec_with(tier, &x).unwrap();
+            let ours = c.matrix.as_ref().unwrap().matvec_with(tier, &x).unwrap();
             for (r, ((&o, &t), &(_, scale))) in ours.iter().zip(&theirs).zip(&scales).enumerate() {
                 // Both quantize the activations to int8 per 256 values; they may round a
                 // value differently (candle clamps to -128), nothing more.
@@ -205,41 +183,6 @@ fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
             }
         }
     }
-}
-
-#[test]
-fn wrong_sizes_are_clear_errors() {
-    let c = case(GgmlDType::Q4K, 8, 512, 3);
-    let bytes = c.tensor.data().unwrap().into_owned();
-    let short = BlockBytes::Owned(bytes[..bytes.len() - 1].to_vec());
-    let err = Q4KMatrix::new(short, 8, 512).unwrap_err();
-    assert_eq!(
-        err,
-        KernelError::KQuantWrongByteCount {
-            quant: "Q4_K",
-            rows: 8,
-            cols: 512,
-            expected: 8 * 2 * Q4_K_BLOCK_BYTES,
-            found: 8 * 2 * Q4_K_BLOCK_BYTES - 1,
-        }
-    );
-    assert!(err.to_string().contains("Q4_K"), "{err}");
-    let err = Q4KMatrix::new(BlockBytes::Owned(bytes.clone()), 16, 256).unwrap();
-    assert_eq!(err.rows(), 16, "same bytes, other whole-block shape");
-    assert_eq!(
-        Q4KMatrix::new(BlockBytes::Owned(bytes), 8, 500).unwrap_err(),
-        KernelError::KQuantBadColumns {
-            quant: "Q4_K",
-            cols: 500
-        }
-    );
-    assert_eq!(
-        c.matrix.matvec(&[0.0; 256]).unwrap_err(),
-        KernelError::BadInput {
-            len: 256,
-            cols: 512
-        }
-    );
 }
 
 #[test]
@@ -267,7 +210,7 @@ fn q6_k_wrong_sizes_are_clear_errors() {
         }
     );
     assert_eq!(
-        c.matrix.matvec(&[0.0; 768]).unwrap_err(),
+        c.matrix.as_ref().unwrap().matvec(&[0.0; 768]).unwrap_err(),
         KernelError::BadInput {
             len: 768,
             cols: 512
@@ -305,7 +248,7 @@ fn linear_runs_q6_k_decode_rows_over_candles_bytes_and_prefill_on_candle() {
     let got = linear.forward(&one).unwrap();
     assert_eq!(got.dims(), [1, 1, 40]);
     if ours_expected {
-        let mine = c.matrix.matvec(&x).unwrap();
+        let mine = c.matrix.as_ref().unwrap().matvec(&x).unwrap();
         assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mine);
     }
 
