@@ -26,13 +26,7 @@ fn case(n: usize, k: usize, seed: u64) -> Case {
     let w = Tensor::from_vec(gaussian(n * k, seed), (n, k), &device).unwrap();
     let q = QTensor::quantize(&w, GgmlDType::Q4_0).unwrap();
     let bytes = q.data().unwrap().into_owned();
-    let weights = q
-        .dequantize(&device)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let weights = common::dequantized(&q);
     let matrix = Q4_0Matrix::new(BlockBytes::Owned(bytes.clone()), n, k).unwrap();
     Case {
         matrix,

@@ -29,13 +29,7 @@ fn case(n: usize, k: usize, seed: u64) -> Case {
     let w = Tensor::from_vec(values, (n, k), &device).unwrap();
     let q = QTensor::quantize(&w, GgmlDType::Q4K).unwrap();
     let blocks = q.data().unwrap().into_owned();
-    let candle_weights = q
-        .dequantize(&device)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let candle_weights = common::dequantized(&q);
     Case {
         matrix: Q4KInterleaved::from_q4_k(&blocks, n, k).unwrap(),
         candle_weights,
@@ -57,22 +51,8 @@ fn check_tier(tier: Tier) {
         for m in TOKENS {
             let x = common::activations(m, k);
             let got = case.matrix.matmul_with(tier, &x).unwrap();
-            assert_eq!(got.len(), m * n);
-            let (exact, magnitude) =
-                common::reference(&weights, n, k, &common::int8_rounded(&x, k));
-            for (i, (&got, (&exact, &magnitude))) in
-                got.iter().zip(exact.iter().zip(&magnitude)).enumerate()
-            {
-                let slack = 1e-5 * magnitude + 1e-6;
-                let diff = (got as f64 - exact).abs();
-                assert!(
-                    diff <= slack,
-                    "{tier:?} {n}x{k} m={m} out[{}][{}] = {got} but the dequantized product is \
-                     {exact} (diff {diff:e} > {slack:e})",
-                    i / n,
-                    i % n
-                );
-            }
+            let label = format!("{tier:?} {n}x{k} m={m}");
+            common::assert_matches_dequantized_product(&label, &got, &weights, (n, k), &x, 1e-6);
         }
     }
 }

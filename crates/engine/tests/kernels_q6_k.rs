@@ -33,13 +33,7 @@ fn case(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> Case {
     let device = Device::Cpu;
     let w = Tensor::from_vec(gaussian(rows * cols, seed), (rows, cols), &device).unwrap();
     let tensor = Arc::new(QTensor::quantize(&w, dtype).unwrap());
-    let weights = tensor
-        .dequantize(&device)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
+    let weights = common::dequantized(&tensor);
     let bytes = BlockBytes::from_qtensor(tensor.clone()).expect("a CPU tensor lends its bytes");
     let matrix = (dtype == GgmlDType::Q6K).then(|| Q6KMatrix::new(bytes, rows, cols).unwrap());
     Case {

@@ -39,22 +39,15 @@ fn check_tier(tier: Tier) {
         for m in TOKENS {
             let x = common::activations(m, k);
             let got = matrix.matmul_with(tier, &x).unwrap();
-            assert_eq!(got.len(), m * n);
-            let (exact, magnitude) =
-                common::reference(&dequantized, n, k, &common::int8_rounded(&x, k));
-            for (i, (&got, (&exact, &magnitude))) in
-                got.iter().zip(exact.iter().zip(&magnitude)).enumerate()
-            {
-                let slack = 1e-5 * magnitude + 1e-7;
-                let diff = (got as f64 - exact).abs();
-                assert!(
-                    diff <= slack,
-                    "{tier:?} {n}x{k} m={m} out[{}][{}] = {got} but the dequantized product is \
-                     {exact} (diff {diff:e} > {slack:e})",
-                    i / n,
-                    i % n
-                );
-            }
+            let label = format!("{tier:?} {n}x{k} m={m}");
+            common::assert_matches_dequantized_product(
+                &label,
+                &got,
+                &dequantized,
+                (n, k),
+                &x,
+                1e-7,
+            );
         }
     }
 }

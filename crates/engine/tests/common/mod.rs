@@ -63,3 +63,39 @@ pub fn reference(w: &[f32], n: usize, k: usize, x: &[f32]) -> (Vec<f64>, Vec<f64
     }
     (out, magnitude)
 }
+
+/// candle's dequantization of `q`, row-major.
+pub fn dequantized(q: &candle_core::quantized::QTensor) -> Vec<f32> {
+    q.dequantize(&candle_core::Device::Cpu)
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.to_vec1())
+        .expect("a CPU QTensor dequantizes")
+}
+
+/// Asserts that `got` (`m x n`) is `x · Wᵀ` for the row-major `n x k` weights `weights`
+/// with `x` rounded to int8 blocks as the kernels round it: only f32 summation order
+/// differs, so each output is within `1e-5 Σ |w x|` (plus `floor`).
+pub fn assert_matches_dequantized_product(
+    label: &str,
+    got: &[f32],
+    weights: &[f32],
+    (n, k): (usize, usize),
+    x: &[f32],
+    floor: f64,
+) {
+    assert_eq!(got.len(), x.len() / k * n, "{label}: output size");
+    let (exact, magnitude) = reference(weights, n, k, &int8_rounded(x, k));
+    for (i, (&got, (&exact, &magnitude))) in
+        got.iter().zip(exact.iter().zip(&magnitude)).enumerate()
+    {
+        let slack = 1e-5 * magnitude + floor;
+        let diff = (got as f64 - exact).abs();
+        assert!(
+            diff <= slack,
+            "{label} out[{}][{}] = {got} but the dequantized product is {exact} \
+             (diff {diff:e} > {slack:e})",
+            i / n,
+            i % n
+        );
+    }
+}
