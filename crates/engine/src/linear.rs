@@ -160,24 +160,19 @@ fn own_q6_k(weight: &QMatMul) -> Option<Q6KMatrix> {
     Q6KMatrix::new(bytes, rows, cols).ok()
 }
 
-/// One activation row of `cols` values through `matvec`; any other input through `rows`.
-fn decode_row_forward(
-    rows_forward: impl Fn(&Tensor) -> Result<Tensor>,
-    (rows, cols): (usize, usize),
-    matvec: impl Fn(&[f32]) -> std::result::Result<Vec<f32>, crate::kernels::KernelError>,
-    xs: &Tensor,
-) -> Result<Tensor> {
+/// One activation row through our Q6_K matvec; any other input through candle's tiles.
+fn q6_k_forward(candle: &QMatMul, own: &Q6KMatrix, xs: &Tensor) -> Result<Tensor> {
     let dims = xs.dims();
     let Some((&k, batch)) = dims.split_last() else {
         candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
     };
-    if batch.iter().product::<usize>() != 1 || k != cols {
-        return rows_forward(xs);
+    if batch.iter().product::<usize>() != 1 || k != own.cols() {
+        return candle.forward(xs);
     }
     let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let ys = matvec(&x).map_err(candle_core::Error::wrap)?;
+    let ys = own.matvec(&x).map_err(candle_core::Error::wrap)?;
     let mut out_dims = batch.to_vec();
-    out_dims.push(rows);
+    out_dims.push(own.rows());
     Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
 }
 
@@ -188,12 +183,7 @@ impl Module for Linear {
             Weight::Q4_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q8_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q4K(w) => return w.forward(xs, self.bias.as_ref()),
-            Weight::Q6K { candle, own } => decode_row_forward(
-                |xs| candle.forward(xs),
-                (own.rows(), own.cols()),
-                |x| own.matvec(x),
-                xs,
-            )?,
+            Weight::Q6K { candle, own } => q6_k_forward(candle, own, xs)?,
         };
         match &self.bias {
             Some(b) => ys.broadcast_add(b),

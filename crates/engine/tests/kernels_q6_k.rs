@@ -18,24 +18,26 @@ use impchat_engine::linear::{Linear, Weight};
 /// task, one super-block per row up to Phi-2's 10240-wide `fc2`.
 const SHAPES: [(usize, usize); 5] = [(37, 256), (96, 512), (133, 2560), (5, 768), (64, 10240)];
 
-const DTYPES: [GgmlDType; 1] = [GgmlDType::Q6K];
-
 struct Case {
     tensor: Arc<QTensor>,
-    /// Our matrix over the tensor's blocks (`None` for other block types).
-    matrix: Option<Q6KMatrix>,
+    /// Our matrix over the tensor's blocks.
+    matrix: Q6KMatrix,
     /// candle's dequantization of the same blocks, row-major `rows x cols`.
     weights: Vec<f32>,
     cols: usize,
 }
 
-fn case(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> Case {
-    let device = Device::Cpu;
-    let w = Tensor::from_vec(gaussian(rows * cols, seed), (rows, cols), &device).unwrap();
-    let tensor = Arc::new(QTensor::quantize(&w, dtype).unwrap());
+/// `rows x cols` seeded weights quantized to `dtype` by candle.
+fn quantized_tensor(dtype: GgmlDType, rows: usize, cols: usize, seed: u64) -> Arc<QTensor> {
+    let w = Tensor::from_vec(gaussian(rows * cols, seed), (rows, cols), &Device::Cpu).unwrap();
+    Arc::new(QTensor::quantize(&w, dtype).unwrap())
+}
+
+fn case(rows: usize, cols: usize, seed: u64) -> Case {
+    let tensor = quantized_tensor(GgmlDType::Q6K, rows, cols, seed);
     let weights = common::dequantized(&tensor);
     let bytes = BlockBytes::from_qtensor(tensor.clone()).expect("a CPU tensor lends its bytes");
-    let matrix = (dtype == GgmlDType::Q6K).then(|| Q6KMatrix::new(bytes, rows, cols).unwrap());
+    let matrix = Q6KMatrix::new(bytes, rows, cols).unwrap();
     Case {
         tensor,
         matrix,
@@ -101,15 +103,12 @@ fn tiers() -> Vec<Tier> {
 
 #[test]
 fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier() {
-    for (dtype, (i, &(rows, cols))) in DTYPES
-        .iter()
-        .flat_map(|&d| SHAPES.iter().enumerate().map(move |s| (d, s)))
-    {
-        let c = case(dtype, rows, cols, i as u64);
+    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
+        let c = case(rows, cols, i as u64);
         let x = activations(cols);
         let expected = reference(&c, &quantized(&x));
         for tier in tiers() {
-            let got = c.matrix.as_ref().unwrap().matvec_with(tier, &x).unwrap();
+            let got = c.matrix.matvec_with(tier, &x).unwrap();
             assert_eq!(got.len(), rows);
             for (r, (&g, &(e, scale))) in got.iter().zip(&expected).enumerate() {
                 // Integer dot products are exact; only f32 rounding of the scales and
@@ -117,7 +116,7 @@ fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier()
                 let err = (f64::from(g) - e).abs();
                 assert!(
                     err <= 1e-5 * scale + 1e-7,
-                    "{dtype:?} {tier:?} {rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
+                    "{tier:?} {rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
                 );
             }
         }
@@ -126,21 +125,18 @@ fn matvec_equals_dequantized_weights_times_quantized_activations_on_every_tier()
 
 #[test]
 fn matvec_is_close_to_the_f32_product_with_the_dequantized_weights() {
-    for (dtype, (i, &(rows, cols))) in DTYPES
-        .iter()
-        .flat_map(|&d| SHAPES.iter().enumerate().map(move |s| (d, s)))
-    {
-        let c = case(dtype, rows, cols, 10 + i as u64);
+    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
+        let c = case(rows, cols, 10 + i as u64);
         let x = activations(cols);
         let expected = reference(&c, &x);
-        let got = c.matrix.as_ref().unwrap().matvec(&x).unwrap();
+        let got = c.matrix.matvec(&x).unwrap();
         for (r, (&g, &(e, scale))) in got.iter().zip(&expected).enumerate() {
             // int8 activations with one scale per 256 values: at most half a step of
             // max|x|/127 per value, i.e. well under 1% of Σ|w·x|.
             let err = (f64::from(g) - e).abs();
             assert!(
                 err <= 1e-2 * scale,
-                "{dtype:?} {rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
+                "{rows}x{cols} row {r}: {g} vs {e} (err {err}, scale {scale})"
             );
         }
     }
@@ -148,11 +144,8 @@ fn matvec_is_close_to_the_f32_product_with_the_dequantized_weights() {
 
 #[test]
 fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
-    for (dtype, (i, &(rows, cols))) in DTYPES
-        .iter()
-        .flat_map(|&d| SHAPES.iter().enumerate().map(move |s| (d, s)))
-    {
-        let c = case(dtype, rows, cols, 20 + i as u64);
+    for (i, &(rows, cols)) in SHAPES.iter().enumerate() {
+        let c = case(rows, cols, 20 + i as u64);
         let x = activations(cols);
         let xs = Tensor::from_vec(x.clone(), (1, cols), &Device::Cpu).unwrap();
         let theirs: Vec<f32> = QMatMul::from_arc(c.tensor.clone())
@@ -165,14 +158,14 @@ fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
             .unwrap();
         let scales = reference(&c, &x);
         for tier in tiers() {
-            let ours = c.matrix.as_ref().unwrap().matvec_with(tier, &x).unwrap();
+            let ours = c.matrix.matvec_with(tier, &x).unwrap();
             for (r, ((&o, &t), &(_, scale))) in ours.iter().zip(&theirs).zip(&scales).enumerate() {
                 // Both quantize the activations to int8 per 256 values; they may round a
                 // value differently (candle clamps to -128), nothing more.
                 let err = f64::from((o - t).abs());
                 assert!(
                     err <= 2e-3 * scale + 1e-6,
-                    "{dtype:?} {tier:?} {rows}x{cols} row {r}: ours {o}, candle {t}"
+                    "{tier:?} {rows}x{cols} row {r}: ours {o}, candle {t}"
                 );
             }
         }
@@ -181,7 +174,7 @@ fn matvec_matches_candles_qmatmul_on_the_same_tensor() {
 
 #[test]
 fn q6_k_wrong_sizes_are_clear_errors() {
-    let c = case(GgmlDType::Q6K, 8, 512, 4);
+    let c = case(8, 512, 4);
     let mut bytes = c.tensor.data().unwrap().into_owned();
     bytes.push(0);
     let err = Q6KMatrix::new(BlockBytes::Owned(bytes.clone()), 8, 512).unwrap_err();
@@ -204,7 +197,7 @@ fn q6_k_wrong_sizes_are_clear_errors() {
         }
     );
     assert_eq!(
-        c.matrix.as_ref().unwrap().matvec(&[0.0; 768]).unwrap_err(),
+        c.matrix.matvec(&[0.0; 768]).unwrap_err(),
         KernelError::BadInput {
             len: 768,
             cols: 512
@@ -214,7 +207,7 @@ fn q6_k_wrong_sizes_are_clear_errors() {
 
 #[test]
 fn linear_runs_q6_k_decode_rows_over_candles_bytes_and_prefill_on_candle() {
-    let c = case(GgmlDType::Q6K, 40, 512, 7);
+    let c = case(40, 512, 7);
     let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
     let linear = Linear::from_qmatmul(candle.clone(), None);
     let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
@@ -242,7 +235,7 @@ fn linear_runs_q6_k_decode_rows_over_candles_bytes_and_prefill_on_candle() {
     let got = linear.forward(&one).unwrap();
     assert_eq!(got.dims(), [1, 1, 40]);
     if ours_expected {
-        let mine = c.matrix.as_ref().unwrap().matvec(&x).unwrap();
+        let mine = c.matrix.matvec(&x).unwrap();
         assert_eq!(got.flatten_all().unwrap().to_vec1::<f32>().unwrap(), mine);
     }
 
@@ -258,8 +251,8 @@ fn linear_runs_q6_k_decode_rows_over_candles_bytes_and_prefill_on_candle() {
 
 #[test]
 fn linear_runs_q4_k_on_the_interleaved_kernels_close_to_candle() {
-    let c = case(GgmlDType::Q4K, 40, 512, 7);
-    let candle = QMatMul::from_arc(c.tensor.clone()).unwrap();
+    let tensor = quantized_tensor(GgmlDType::Q4K, 40, 512, 7);
+    let candle = QMatMul::from_arc(tensor.clone()).unwrap();
     let bias = Tensor::randn(0f32, 1.0, 40, &Device::Cpu).unwrap();
     let linear = Linear::from_qmatmul(candle.clone(), Some(bias.clone()));
     let ours_expected = cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar;
@@ -269,7 +262,7 @@ fn linear_runs_q4_k_on_the_interleaved_kernels_close_to_candle() {
         "got {:?}",
         linear.weight()
     );
-    let tiles = Q4KInterleaved::from_q4_k(&c.tensor.data().unwrap(), 40, 512).unwrap();
+    let tiles = Q4KInterleaved::from_q4_k(&tensor.data().unwrap(), 40, 512).unwrap();
     for tokens in [1, 5] {
         let xs = Tensor::randn(0f32, 1.0, (1, tokens, 512), &Device::Cpu).unwrap();
         let got = linear.forward(&xs).unwrap();

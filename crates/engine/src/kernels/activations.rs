@@ -80,7 +80,7 @@ fn quantize_block(x: &[f32], qs: &mut [i8]) -> f32 {
 /// Rounds half to even for `|y| < 2^22` by adding and subtracting 1.5·2^23 (vectorises,
 /// unlike `f32::round`, a libm call on baseline x86_64).
 #[inline(always)]
-fn round_small(y: f32) -> f32 {
+pub(crate) fn round_small(y: f32) -> f32 {
     const MAGIC: f32 = 12_582_912.0;
     (y + MAGIC) - MAGIC
 }
