@@ -170,8 +170,10 @@ fn bench_matmuls(runs: usize, prompts: &[usize]) -> Result<()> {
         ("fc1", HIDDEN, MLP),
         ("fc2", MLP, HIDDEN),
     ];
-    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K] {
-        for (name, k, n) in shapes {
+    for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q6K] {
+        // Q4_K_M keeps the output head in Q6_K.
+        let head = (dtype == GgmlDType::Q6K).then_some(("head", HIDDEN, VOCAB));
+        for (name, k, n) in shapes.into_iter().chain(head) {
             let q = std::sync::Arc::new(random(n, k, dtype)?);
             let candle = QMatMul::from_arc(q.clone())?;
             let ours = Linear::from_qmatmul(QMatMul::from_arc(q)?, None);

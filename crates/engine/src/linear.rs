@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul};
-use candle_core::{DType, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::kernels::{
-    BlockBytes, Q4KInterleaved, Q4_0Matrix, Q6KMatrix, Q8_0Matrix, Tier, OWN_Q4_0_IS_FASTER,
+    BlockBytes, Q4KInterleaved, Q4_0Matrix, Q6KInterleaved, Q8_0Matrix, Tier, OWN_Q4_0_IS_FASTER,
 };
 
 /// How the weight is multiplied: candle's `QMatMul`, or one of our own kernels.
@@ -22,11 +22,9 @@ pub enum Weight {
     /// Q4_K blocks repacked for our interleaved kernels (one copy for prefill and decode;
     /// candle's prefill tiles would take a third more memory than the blocks).
     Q4K(Arc<Q4KInterleaved>),
-    /// Q6_K, split between candle and our own matvec as for Q4_K.
-    Q6K {
-        candle: QMatMul,
-        own: Arc<Q6KMatrix>,
-    },
+    /// Q6_K blocks repacked the same way, in the file's bytes (candle would keep its
+    /// blocks and prefill tiles besides).
+    Q6K(Arc<Q6KInterleaved>),
 }
 
 #[derive(Debug, Clone)]
@@ -44,24 +42,17 @@ impl Linear {
         }
     }
 
-    /// A layer over any `QMatMul` (quantized or dense). On x86_64 with AVX2, Q4_K weights
-    /// stay with candle for several rows and run single rows (decode) on our own matvec
-    /// over the same bytes. On x86_64, Q4_0 weights move to
-    /// our own kernel (one copy of the blocks; the `QMatMul` is dropped); elsewhere candle
-    /// keeps them (its aarch64 path has repacked NEON Q4_0 tiles), and so does any
-    /// tensor whose blocks cannot be read back.
+    /// A layer over any `QMatMul` (quantized or dense). On x86_64 with AVX2, Q4_K and
+    /// Q6_K weights are repacked for our interleaved kernels, and on x86_64 Q4_0 weights
+    /// move to our own kernel (one copy of the blocks; the `QMatMul` is dropped);
+    /// elsewhere candle keeps them (its aarch64 path has repacked NEON tiles), and so does
+    /// any tensor whose blocks cannot be read back.
     pub fn from_qmatmul(weight: QMatMul, bias: Option<Tensor>) -> Self {
         if let Some(matrix) = own_q4_k(&weight) {
             return Self::q4_k(matrix, bias);
         }
-        if let Some(own) = own_q6_k(&weight) {
-            return Self {
-                weight: Weight::Q6K {
-                    candle: weight,
-                    own: Arc::new(own),
-                },
-                bias,
-            };
+        if let Some(matrix) = own_q6_k(&weight) {
+            return Self::q6_k(matrix, bias);
         }
         match own_q4_0(&weight) {
             Some(matrix) => Self::q4_0(matrix, bias),
@@ -72,8 +63,6 @@ impl Linear {
         }
     }
 
-    /// A layer over Q4_0 blocks, e.g. mapped straight from a GGUF file (use it where
-    /// [`OWN_Q4_0_IS_FASTER`]; elsewhere build a `QMatMul`).
     pub fn q4_0(weight: Q4_0Matrix, bias: Option<Tensor>) -> Self {
         Self {
             weight: Weight::Q4_0(Arc::new(weight)),
@@ -85,6 +74,14 @@ impl Linear {
     pub fn q4_k(weight: Q4KInterleaved, bias: Option<Tensor>) -> Self {
         Self {
             weight: Weight::Q4K(Arc::new(weight)),
+            bias,
+        }
+    }
+
+    /// A layer over a repacked Q6_K matrix (use it where [`own_k_quants_are_faster`]).
+    pub fn q6_k(weight: Q6KInterleaved, bias: Option<Tensor>) -> Self {
+        Self {
+            weight: Weight::Q6K(Arc::new(weight)),
             bias,
         }
     }
@@ -155,25 +152,10 @@ fn own_q4_k(weight: &QMatMul) -> Option<Q4KInterleaved> {
     Q4KInterleaved::from_q4_k(bytes.as_slice(), rows, cols).ok()
 }
 
-fn own_q6_k(weight: &QMatMul) -> Option<Q6KMatrix> {
+/// Q6_K blocks repacked for our kernels, where they are the faster ones.
+fn own_q6_k(weight: &QMatMul) -> Option<Q6KInterleaved> {
     let (bytes, rows, cols) = own_k_quant(weight, GgmlDType::Q6K)?;
-    Q6KMatrix::new(bytes, rows, cols).ok()
-}
-
-/// One activation row through our Q6_K matvec; any other input through candle's tiles.
-fn q6_k_forward(candle: &QMatMul, own: &Q6KMatrix, xs: &Tensor) -> Result<Tensor> {
-    let dims = xs.dims();
-    let Some((&k, batch)) = dims.split_last() else {
-        candle_core::bail!("a linear layer needs at least 1-D input, got a scalar");
-    };
-    if batch.iter().product::<usize>() != 1 || k != own.cols() {
-        return candle.forward(xs);
-    }
-    let x = xs.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
-    let ys = own.matvec(&x).map_err(candle_core::Error::wrap)?;
-    let mut out_dims = batch.to_vec();
-    out_dims.push(own.rows());
-    Tensor::from_vec(ys, out_dims, xs.device())?.to_dtype(xs.dtype())
+    Q6KInterleaved::from_q6_k(bytes.as_slice(), rows, cols).ok()
 }
 
 impl Module for Linear {
@@ -183,7 +165,7 @@ impl Module for Linear {
             Weight::Q4_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q8_0(w) => return w.forward(xs, self.bias.as_ref()),
             Weight::Q4K(w) => return w.forward(xs, self.bias.as_ref()),
-            Weight::Q6K { candle, own } => q6_k_forward(candle, own, xs)?,
+            Weight::Q6K(w) => return w.forward(xs, self.bias.as_ref()),
         };
         match &self.bias {
             Some(b) => ys.broadcast_add(b),

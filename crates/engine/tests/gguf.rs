@@ -566,3 +566,17 @@ fn q4_k_linear_is_repacked_into_one_copy() {
         }
     }
 }
+
+/// A Q6_K matrix in a GGUF is repacked straight from the map into exactly the bytes the
+/// file holds, close to candle's own Q6_K matmul.
+#[test]
+fn q6_k_linear_is_repacked_into_the_files_bytes() {
+    use impchat_engine::linear::{own_k_quants_are_faster, Weight};
+    let (linear, stored_bytes) = mapped_linear(GgmlDType::Q6K, 32, 512, 2e-2);
+    if own_k_quants_are_faster() {
+        match linear.weight() {
+            Weight::Q6K(matrix) => assert_eq!(matrix.resident_bytes(), stored_bytes),
+            other => panic!("expected the engine's Q6_K kernels, got {other:?}"),
+        }
+    }
+}

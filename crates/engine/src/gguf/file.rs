@@ -18,7 +18,7 @@ use candle_nn::{LayerNorm, RmsNorm};
 use memmap2::Mmap;
 
 use crate::error::EngineError;
-use crate::kernels::{BlockBytes, Q4KInterleaved, Q4_0Matrix};
+use crate::kernels::{BlockBytes, KernelError, Q4KInterleaved, Q4_0Matrix, Q6KInterleaved};
 use crate::linear::{own_k_quants_are_faster, Linear};
 
 /// An opened, checked GGUF file.
@@ -353,8 +353,8 @@ impl GgufFile {
         if let Some(matrix) = self.repacked_q4_0(&weight_name)? {
             return Ok(Linear::q4_0(matrix, bias));
         }
-        if let Some(matrix) = self.repacked_q4_k(&weight_name)? {
-            return Ok(Linear::q4_k(matrix, bias));
+        if let Some(linear) = self.repacked_k_quant(&weight_name, bias.clone())? {
+            return Ok(linear);
         }
         let weight = QMatMul::from_arc(self.qtensor(&weight_name)?)?;
         Ok(Linear::from_qmatmul(weight, bias))
@@ -379,18 +379,33 @@ impl GgufFile {
         Ok(Some(matrix))
     }
 
-    /// A Q4_K matrix repacked for the engine's own kernels straight from the map (one copy,
-    /// whose source pages are then handed back), where those kernels are the ones that run
-    /// Q4_K ([`Linear::from_qmatmul`]'s rule).
-    fn repacked_q4_k(&self, name: &str) -> Result<Option<Q4KInterleaved>, EngineError> {
+    /// A Q4_K or Q6_K matrix repacked for the engine's own kernels straight from the map
+    /// (one copy, whose source pages are then handed back), where those kernels are the
+    /// ones that run K-quants ([`Linear::from_qmatmul`]'s rule).
+    fn repacked_k_quant(
+        &self,
+        name: &str,
+        bias: Option<Tensor>,
+    ) -> Result<Option<Linear>, EngineError> {
         let tensor = self.tensor_bytes(name)?;
-        if !own_k_quants_are_faster() || tensor.dtype != GgmlDType::Q4K || tensor.shape.len() != 2 {
+        if !own_k_quants_are_faster() || tensor.shape.len() != 2 {
             return Ok(None);
         }
-        let matrix = Q4KInterleaved::from_q4_k(tensor.bytes, tensor.shape[0], tensor.shape[1])
-            .map_err(|e| self.corrupt(format!("tensor {name}: {e}")))?;
+        let (bytes, rows, cols) = (tensor.bytes, tensor.shape[0], tensor.shape[1]);
+        let corrupt = |e: KernelError| self.corrupt(format!("tensor {name}: {e}"));
+        let linear = match tensor.dtype {
+            GgmlDType::Q4K => Linear::q4_k(
+                Q4KInterleaved::from_q4_k(bytes, rows, cols).map_err(corrupt)?,
+                bias,
+            ),
+            GgmlDType::Q6K => Linear::q6_k(
+                Q6KInterleaved::from_q6_k(bytes, rows, cols).map_err(corrupt)?,
+                bias,
+            ),
+            _ => return Ok(None),
+        };
         self.release(tensor.offset, tensor.bytes.len());
-        Ok(Some(matrix))
+        Ok(Some(linear))
     }
 
     /// `{name}.weight` and `{name}.bias` as an f32 LayerNorm.

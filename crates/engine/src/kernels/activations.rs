@@ -14,6 +14,8 @@ pub(crate) struct Q8Activations {
     /// `Σ qs` per block: times minus the weights' offset, it seeds a `vpdpbusd` over
     /// offset weights; times the block's scale, it multiplies Q4_K mins.
     pub sums: Vec<i32>,
+    /// `Σ qs` of each block's first 16 values: Q6_K scales the halves of a block apart.
+    pub low_sums: Vec<i32>,
 }
 
 impl Q8Activations {
@@ -26,17 +28,20 @@ impl Q8Activations {
         let mut qs = vec![0i8; m * k];
         let mut scales = vec![0f32; m * blocks];
         let mut sums = vec![0i32; m * blocks];
+        let mut low_sums = vec![0i32; m * blocks];
         x.par_chunks(cols.max(1))
             .zip(qs.par_chunks_mut(k))
             .zip(scales.par_chunks_mut(blocks))
             .zip(sums.par_chunks_mut(blocks))
+            .zip(low_sums.par_chunks_mut(blocks))
             .with_min_len(8)
-            .for_each(|(((x, qs), scales), sums)| {
+            .for_each(|((((x, qs), scales), sums), low_sums)| {
                 let mut padded = [0f32; BLOCK_VALUES];
-                for (b, ((qs, scale), sum)) in qs
+                for (b, (((qs, scale), sum), low_sum)) in qs
                     .chunks_exact_mut(BLOCK_VALUES)
                     .zip(scales.iter_mut())
                     .zip(sums.iter_mut())
+                    .zip(low_sums.iter_mut())
                     .enumerate()
                 {
                     let start = (b * BLOCK_VALUES).min(x.len());
@@ -49,7 +54,9 @@ impl Q8Activations {
                         &padded
                     };
                     *scale = quantize_block(block, qs);
-                    *sum = qs.iter().map(|&q| i32::from(q)).sum::<i32>();
+                    let (low, high) = qs.split_at(BLOCK_VALUES / 2);
+                    *low_sum = low.iter().map(|&q| i32::from(q)).sum::<i32>();
+                    *sum = *low_sum + high.iter().map(|&q| i32::from(q)).sum::<i32>();
                 }
             });
         Self {
@@ -57,6 +64,7 @@ impl Q8Activations {
             qs,
             scales,
             sums,
+            low_sums,
         }
     }
 

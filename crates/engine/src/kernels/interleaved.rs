@@ -1,7 +1,7 @@
 //! Weight matrices of 32-value blocks stored for int8 dot products, 16 rows side by side,
 //! and their matmul: f32 activations in, f32 outputs out. Q4_0 ([`Q4_0Matrix`]), Q8_0
-//! ([`Q8_0Matrix`]) and Q4_K ([`super::Q4KInterleaved`]) share the layout, the kernels and this
-//! driver.
+//! ([`Q8_0Matrix`]), Q4_K ([`super::Q4KInterleaved`]) and Q6_K ([`super::Q6KInterleaved`])
+//! share the layout, the kernels and this driver.
 //!
 //! Per block of 32 values and group of 16 rows there are `BITS` chunks of 64 bytes, each
 //! holding 4 bytes of every row, so one 512-bit `vpdpbusd` with 4 broadcast activation
@@ -14,6 +14,11 @@
 //!   its 6-bit scale and min, each 256-value super-block its f16 `d` and `dmin`, so
 //!   `w = d * scale * q - dmin * min` exactly as GGML defines it, in 18.5 bytes per 32
 //!   weights (the file: 18).
+//! - Q6_K: `q + 32` (0..63). In each half block (16 values, words `4h..4h + 4`) chunk
+//!   `3h + i` holds word `4h + i` in its bytes' low 6 bits (`i < 3`) and, in their top 2
+//!   bits, bit pair `i` of word `4h + 3`. Each half keeps its signed 8-bit scale and each
+//!   super-block its f16 `d`: `w = d * scale * q`, in exactly the file's 210 bytes per
+//!   256 weights.
 //!
 //! Stored values are unsigned, the operand `vpdpbusd` multiplies by signed activations;
 //! the kernels start each block's sums at `-offset * Σ a` to undo the offset. Rows are
@@ -30,12 +35,15 @@ use super::KernelError;
 pub(crate) const BLOCK_VALUES: usize = 32;
 /// Rows interleaved together: the 16 i32 lanes of a 512-bit register.
 pub(crate) const GROUP_ROWS: usize = 16;
-/// Q4_K blocks that share one super-block's `d` and `dmin`.
+/// K-quant blocks that share one super-block's `d` (and Q4_K's `dmin`).
 pub(crate) const SUPER_BLOCKS: usize = 8;
 /// Consecutive values of one row that one `vpdpbusd` lane sums: an activation "word".
 pub(crate) const LANE_VALUES: usize = 4;
 /// Activation words per block.
 pub(crate) const BLOCK_WORDS: usize = BLOCK_VALUES / LANE_VALUES;
+/// Values per Q6_K half block (one scale each), and the chunks that hold them.
+pub(crate) const Q6K_HALF: usize = BLOCK_VALUES / 2;
+pub(crate) const Q6K_HALF_CHUNKS: usize = 3;
 
 /// Row groups per parallel task, and activation rows per task: a task's weights
 /// (`TASK_GROUPS * 16` rows) and activations stay in L2 while its tiles pass over them.
@@ -56,8 +64,9 @@ pub struct Interleaved<const BITS: usize, const MINS: bool = false> {
     padded_cols: usize,
     /// `groups × blocks × BITS` chunks.
     chunks: Vec<Chunk>,
-    /// Per group: per block 16 f16 scales (one per row), or with `MINS` 16 `scale | min
-    /// << 8`; then with `MINS`, per super-block 16 f16 `d` and 16 f16 `dmin`.
+    /// Per group: per block 16 entries (one per row): an f16 scale, or Q4_K's `scale | min
+    /// << 8`, or Q6_K's two i8 scales `low | high << 8`; then per super-block 16 f16 `d`
+    /// (and with `MINS` 16 f16 `dmin`).
     scales: Vec<u16>,
 }
 
@@ -77,44 +86,74 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
     pub(crate) const NAME: &'static str = match (BITS, MINS) {
         (4, false) => "Q4_0",
         (4, true) => "Q4_K",
+        (6, false) => "Q6_K",
         _ => "Q8_0",
     };
     /// Chunks per block and row group: 32 values × 16 rows × `BITS` bits in 64 bytes.
     pub(crate) const BLOCK_CHUNKS: usize = {
         assert!(
-            BITS == 4 || BITS == 8,
-            "only 4- and 8-bit blocks are interleaved"
+            matches!((BITS, MINS), (4, _) | (6, false) | (8, false)),
+            "only Q4_0, Q4_K, Q6_K and Q8_0 blocks are interleaved"
         );
         BITS
     };
-    /// Values packed into each byte: the low bits first.
-    pub(crate) const PER_BYTE: usize = 8 / BITS;
+    /// Q4_0, Q4_K and Q8_0: values packed into each byte, the low bits first.
+    pub(crate) const PER_BYTE: usize = if BITS == 8 { 1 } else { 2 };
+    /// Bits of each value packed in a byte.
+    const PART_BITS: usize = 8 / Self::PER_BYTE;
     /// How much a stored value exceeds its weight's `q`.
     pub(crate) const OFFSET: i32 = if MINS { 0 } else { 1 << (BITS - 1) };
+    /// Whether each half of a block (its low and its high nibbles) has its own scale.
+    pub(crate) const SPLIT: bool = BITS == 6;
+    /// f16 rows of 16 entries that each super-block shares: `d`, and Q4_K's `dmin`.
+    const SHARED_ROWS: usize = if MINS {
+        2
+    } else if BITS == 6 {
+        1
+    } else {
+        0
+    };
 
     /// `scales` entries per group of `blocks` blocks (see the field).
     pub(crate) const fn group_scales(blocks: usize) -> usize {
-        let super_blocks = if MINS { blocks / SUPER_BLOCKS } else { 0 };
-        blocks * GROUP_ROWS + super_blocks * 2 * GROUP_ROWS
+        blocks * GROUP_ROWS + Self::shared_at(blocks)
     }
 
-    /// Scale and min (0 without `MINS`) of block `b` of row `lane`, from its group's
-    /// `scales` entries.
+    /// Where the super-block scales of block `b` start in a group's `scales`, counted from
+    /// the end of the per-block entries.
     #[inline(always)]
-    pub(crate) fn scale_min(scales: &[u16], blocks: usize, b: usize, lane: usize) -> (f32, f32) {
+    pub(crate) const fn shared_at(b: usize) -> usize {
+        b / SUPER_BLOCKS * Self::SHARED_ROWS * GROUP_ROWS
+    }
+
+    /// Scale and min (0 without `MINS`) of `part` (the low or high nibbles; Q6_K scales
+    /// each on its own) of block `b` of row `lane`, from its group's `scales` entries.
+    #[inline(always)]
+    pub(crate) fn scale_min(
+        scales: &[u16],
+        blocks: usize,
+        b: usize,
+        lane: usize,
+        part: usize,
+    ) -> (f32, f32) {
         let entry = scales[b * GROUP_ROWS + lane];
-        if !MINS {
+        if Self::SHARED_ROWS == 0 {
             return (f16::from_bits(entry).to_f32(), 0.0);
         }
-        let shared = &scales[blocks * GROUP_ROWS + b / SUPER_BLOCKS * 2 * GROUP_ROWS..];
+        let shared = &scales[blocks * GROUP_ROWS + Self::shared_at(b)..];
         let d = f16::from_bits(shared[lane]).to_f32();
+        if Self::SPLIT {
+            let scale = (entry >> (8 * part)) as u8 as i8;
+            return (d * f32::from(scale), 0.0);
+        }
         let dmin = f16::from_bits(shared[GROUP_ROWS + lane]).to_f32();
         (d * f32::from(entry as u8), dmin * f32::from(entry >> 8))
     }
-    /// Bits of one stored value.
-    const MASK: u8 = (((1u16 << BITS) - 1) & 0xFF) as u8;
-    /// The chunk of weights that are all zero (padding rows and columns).
-    const ZERO_CHUNK: Chunk = Chunk([if BITS == 4 { 0x88 } else { 0x80 }; 64]);
+    /// Bits of one value packed in a byte.
+    const MASK: u8 = ((1u16 << Self::PART_BITS) - 1) as u8;
+    /// The chunk of weights that are all zero (padding rows and columns; K-quants pad
+    /// only rows, whose scales are zero).
+    const ZERO_CHUNK: Chunk = Chunk([if BITS == 8 { 0x80 } else { 0x88 }; 64]);
 
     /// The activation word that value `part` of each byte of chunk `c` multiplies (part 0
     /// is the low bits): Q4_0's high nibbles hold the second half of the block.
@@ -211,13 +250,25 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
     /// Weight `i` of a block for row `lane`, given the block's chunks.
     #[inline(always)]
     fn weight(chunks: &[Chunk], lane: usize, i: usize) -> i32 {
+        let at = lane * LANE_VALUES + i % LANE_VALUES;
+        if BITS == 6 {
+            let (half, word) = (i / Q6K_HALF, i % Q6K_HALF / LANE_VALUES);
+            let byte = |k: usize| chunks[Q6K_HALF_CHUNKS * half + k].0[at];
+            let q = if word < Q6K_HALF_CHUNKS {
+                byte(word) & 0x3F
+            } else {
+                (0..Q6K_HALF_CHUNKS).fold(0, |q, k| q | ((byte(k) >> 6) << (2 * k)))
+            };
+            return i32::from(q) - Self::OFFSET;
+        }
         let words_per_part = BLOCK_WORDS / Self::PER_BYTE;
         let (word, part) = (i / LANE_VALUES, i / LANE_VALUES / words_per_part);
-        let byte = chunks[word % words_per_part].0[lane * LANE_VALUES + i % LANE_VALUES];
-        i32::from((byte >> (part * BITS)) & Self::MASK) - Self::OFFSET
+        let byte = chunks[word % words_per_part].0[at];
+        i32::from((byte >> (part * Self::PART_BITS)) & Self::MASK) - Self::OFFSET
     }
 
-    /// The weights as f32 (`d * q`, minus the min with `MINS`), row-major `rows x cols`: what the matmul multiplies.
+    /// The weights as f32 (`d * q`, minus the min with `MINS`), row-major `rows x cols`:
+    /// what the matmul multiplies.
     pub fn dequantize(&self) -> Vec<f32> {
         let blocks = self.blocks();
         let mut out = vec![0f32; self.rows * self.cols];
@@ -229,7 +280,8 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
                 let q = Self::weight(chunks, lane, c % BLOCK_VALUES);
                 let group_scales = Self::group_scales(blocks);
                 let scales = &self.scales[g * group_scales..(g + 1) * group_scales];
-                let (d, min) = Self::scale_min(scales, blocks, c / BLOCK_VALUES, lane);
+                let half = c % BLOCK_VALUES / Q6K_HALF;
+                let (d, min) = Self::scale_min(scales, blocks, c / BLOCK_VALUES, lane, half);
                 *w = d * q as f32 - min;
             }
         }
@@ -351,18 +403,31 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
         let qs = &acts.qs[t * k..(t + 1) * k];
         *out = [0f32; GROUP_ROWS];
         for b in 0..blocks {
-            let mut dots = [0i32; GROUP_ROWS];
+            // Per half block when the halves have their own scales, else all in the first.
+            let mut dots = [[0i32; GROUP_ROWS]; 2];
             let block = &chunks[b * Self::BLOCK_CHUNKS..(b + 1) * Self::BLOCK_CHUNKS];
-            for (c, chunk) in block.iter().enumerate() {
+            let a = &qs[b * BLOCK_VALUES..(b + 1) * BLOCK_VALUES];
+            if Self::SPLIT {
+                for (lane, i) in
+                    (0..GROUP_ROWS).flat_map(|l| (0..BLOCK_VALUES).map(move |i| (l, i)))
+                {
+                    dots[i / Q6K_HALF][lane] += Self::weight(block, lane, i) * i32::from(a[i]);
+                }
+            }
+            for (c, chunk) in block
+                .iter()
+                .enumerate()
+                .take(if Self::SPLIT { 0 } else { BITS })
+            {
                 for part in 0..Self::PER_BYTE {
                     let word = Self::word(c, part);
-                    let a = &qs[b * BLOCK_VALUES + word * LANE_VALUES..][..LANE_VALUES];
-                    for (dot, w) in dots.iter_mut().zip(chunk.0.chunks_exact(LANE_VALUES)) {
+                    let a = &a[word * LANE_VALUES..][..LANE_VALUES];
+                    for (dot, w) in dots[0].iter_mut().zip(chunk.0.chunks_exact(LANE_VALUES)) {
                         *dot += w
                             .iter()
                             .zip(a)
                             .map(|(&w, &a)| {
-                                let q = i32::from((w >> (part * BITS)) & Self::MASK);
+                                let q = i32::from((w >> (part * Self::PART_BITS)) & Self::MASK);
                                 (q - Self::OFFSET) * i32::from(a)
                             })
                             .sum::<i32>();
@@ -371,9 +436,13 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
             }
             let da = acts.scales[t * blocks + b];
             let min_scale = da * acts.sums[t * blocks + b] as f32;
-            for (lane, (o, dot)) in out.iter_mut().zip(dots).enumerate() {
-                let (scale, min) = Self::scale_min(scales, blocks, b, lane);
-                *o += scale * da * dot as f32 - min * min_scale;
+            for (lane, o) in out.iter_mut().enumerate() {
+                let (scale, min) = Self::scale_min(scales, blocks, b, lane, 0);
+                *o += scale * da * dots[0][lane] as f32 - min * min_scale;
+                if Self::SPLIT {
+                    let (scale, _) = Self::scale_min(scales, blocks, b, lane, 1);
+                    *o += scale * da * dots[1][lane] as f32;
+                }
             }
         }
     }

@@ -3,17 +3,21 @@
 //! nibbles) once for `T` activation rows and each broadcast activation word once for `G`
 //! groups.
 //!
-//! Per block, i32 lanes (one per weight row) sum the chunk products, then are scaled by
-//! `d_w * d_a` into f32 accumulators. The VNNI tiers multiply the stored unsigned values
-//! and start each block's lanes at `-offset * Σ a`. AVX2 multiplies with `vpmaddubsw`,
-//! whose i16 pair sums hold Q4_0's nibbles (≤ 15) but not Q8_0's `q + 128`, so for Q8_0
-//! it restores `q` and uses `|q|` × `sign(a, q)`, unseeded.
+//! Per block, i32 lanes (one per weight row) sum the chunk products (Q6_K: one sum per
+//! half block), then are scaled by `d_w * d_a` into f32 accumulators. The VNNI tiers
+//! multiply the stored unsigned values and start each block's lanes at `-offset * Σ a`.
+//! AVX2 multiplies with `vpmaddubsw`, whose i16 pair sums hold 4- and 6-bit values (≤ 63)
+//! but not Q8_0's `q + 128`, so for Q8_0 it restores `q` and uses `|q|` × `sign(a, q)`,
+//! unseeded.
 
 use std::arch::x86_64::*;
 use std::ops::Range;
 
 use super::activations::Q8Activations;
-use super::interleaved::{Chunk, Interleaved, BLOCK_VALUES, GROUP_ROWS, LANE_VALUES, SUPER_BLOCKS};
+use super::interleaved::{
+    Chunk, Interleaved, BLOCK_VALUES, BLOCK_WORDS, GROUP_ROWS, LANE_VALUES, Q6K_HALF_CHUNKS,
+    SUPER_BLOCKS,
+};
 use super::tier::Tier;
 
 /// Outputs of one tile: `[group][activation row][row in group]`.
@@ -35,6 +39,7 @@ struct TilePtrs {
     group_scales: usize,
     qs: *const i8,
     sums: *const i32,
+    low_sums: *const i32,
     act_scales: *const f32,
     k: usize,
 }
@@ -54,16 +59,55 @@ impl TilePtrs {
         unsafe { self.scales.add(g * self.group_scales + b * GROUP_ROWS) }
     }
 
-    /// The 16 f16 `d` then 16 f16 `dmin` of the Q4_K super-block holding block `b` of
-    /// group `g`.
+    /// The 16 f16 `d` (then Q4_K's 16 f16 `dmin`) of the K-quant super-block holding
+    /// block `b` of group `g`.
     ///
     /// # Safety
-    /// Group `g` must be inside the tile's groups, and be a Q4_K group.
+    /// Group `g` must be inside the tile's groups, and be a K-quant group.
     #[inline(always)]
-    unsafe fn super_scales(&self, g: usize, b: usize) -> *const u16 {
-        let at = self.blocks() * GROUP_ROWS + b / SUPER_BLOCKS * 2 * GROUP_ROWS;
-        // SAFETY: per the caller; Q4_K groups end with 32 entries per super-block.
+    unsafe fn super_scales<const BITS: usize, const MINS: bool>(
+        &self,
+        g: usize,
+        b: usize,
+    ) -> *const u16 {
+        let at = self.blocks() * GROUP_ROWS + Interleaved::<BITS, MINS>::shared_at(b);
+        // SAFETY: per the caller; K-quant groups end with their super-blocks' entries.
         unsafe { self.scales.add(g * self.group_scales + at) }
+    }
+
+    /// Block `b`'s chunk `c` of group `g`.
+    ///
+    /// # Safety
+    /// Group `g` must be inside the tile's groups.
+    #[inline(always)]
+    unsafe fn chunk<const BITS: usize, const MINS: bool>(
+        &self,
+        g: usize,
+        b: usize,
+        c: usize,
+    ) -> *const Chunk {
+        let at = g * self.group_chunks + b * Interleaved::<BITS, MINS>::BLOCK_CHUNKS + c;
+        // SAFETY: per the caller.
+        unsafe { self.chunks.add(at) }
+    }
+
+    /// The seeds that undo the weights' offset in block `b` of activation row `t`: per
+    /// half block for Q6_K, else the whole block's in the first.
+    ///
+    /// # Safety
+    /// Activation row `t` must hold block `b`.
+    #[inline(always)]
+    unsafe fn seeds<const BITS: usize, const MINS: bool>(&self, t: usize, b: usize) -> [i32; 2] {
+        let offset = Interleaved::<BITS, MINS>::OFFSET;
+        // SAFETY: per the caller.
+        let sum = unsafe { self.sum(t, b) };
+        if Interleaved::<BITS, MINS>::SPLIT {
+            // SAFETY: as above; low sums are laid out as the sums.
+            let low = unsafe { *self.low_sums.add(t * self.blocks() + b) };
+            [-offset * low, -offset * (sum - low)]
+        } else {
+            [-offset * sum, 0]
+        }
     }
 
     /// The sum of activation row `t`'s block `b`.
@@ -114,23 +158,56 @@ unsafe fn tile_avx512vnni<const BITS: usize, const MINS: bool, const G: usize, c
     p: TilePtrs,
 ) -> TileOut<G, T> {
     let nibble = _mm512_set1_epi8(0x0F);
+    let split = Interleaved::<BITS, MINS>::SPLIT;
     let mut acc = [[_mm512_setzero_ps(); T]; G];
     for b in 0..p.blocks() {
-        let mut dots = [[_mm512_setzero_si512(); T]; G];
+        // Per half block for Q6_K, else all in the first.
+        let mut dots = [[[_mm512_setzero_si512(); T]; G]; 2];
         for t in 0..T {
             // SAFETY: row `t` has `k / 32` sums.
-            let seed = -Interleaved::<BITS, MINS>::OFFSET * unsafe { p.sum(t, b) };
-            dots.iter_mut().for_each(|d| d[t] = _mm512_set1_epi32(seed));
+            let seeds = unsafe { p.seeds::<BITS, MINS>(t, b) };
+            for (dots, seed) in dots.iter_mut().zip(seeds) {
+                dots.iter_mut().for_each(|d| d[t] = _mm512_set1_epi32(seed));
+            }
         }
-        for c in 0..Interleaved::<BITS, MINS>::BLOCK_CHUNKS {
+        if BITS == 6 {
+            for half in 0..2 {
+                let mut stored = [[_mm512_setzero_si512(); Q6K_HALF_CHUNKS]; G];
+                for g in 0..G {
+                    for (i, stored) in stored[g].iter_mut().enumerate() {
+                        // SAFETY: chunk `3 half + i` of block `b` of group `g`, inside the
+                        // caller's groups, 64-byte aligned.
+                        let chunk =
+                            unsafe { p.chunk::<BITS, MINS>(g, b, Q6K_HALF_CHUNKS * half + i) };
+                        if T == 1 {
+                            _mm_prefetch::<_MM_HINT_T0>(chunk.wrapping_add(PREFETCH_CHUNKS).cast());
+                        }
+                        // SAFETY: as above.
+                        *stored = unsafe { _mm512_load_si512(chunk.cast()) };
+                    }
+                }
+                for i in 0..=Q6K_HALF_CHUNKS {
+                    let mut w = [_mm512_setzero_si512(); G];
+                    for g in 0..G {
+                        w[g] = q6_k_word_512(&stored[g], i);
+                    }
+                    let word = half * BLOCK_WORDS / 2 + i;
+                    for t in 0..T {
+                        // SAFETY: row `t` holds block `b`.
+                        let a = _mm512_set1_epi32(unsafe { p.word(t, b, word) });
+                        for g in 0..G {
+                            dots[half][g][t] = _mm512_dpbusd_epi32(dots[half][g][t], w[g], a);
+                        }
+                    }
+                }
+            }
+        }
+        for c in 0..if BITS == 6 { 0 } else { BITS } {
             let mut stored = [_mm512_setzero_si512(); G];
             for g in 0..G {
                 // SAFETY: chunk `c` of block `b` of group `g` is inside the caller's groups;
                 // chunks are 64-byte aligned.
-                let chunk = unsafe {
-                    p.chunks
-                        .add(g * p.group_chunks + b * Interleaved::<BITS, MINS>::BLOCK_CHUNKS + c)
-                };
+                let chunk = unsafe { p.chunk::<BITS, MINS>(g, b, c) };
                 if T == 1 {
                     // A prefetch never faults, even past the end of the weights.
                     _mm_prefetch::<_MM_HINT_T0>(chunk.wrapping_add(PREFETCH_CHUNKS).cast());
@@ -140,7 +217,7 @@ unsafe fn tile_avx512vnni<const BITS: usize, const MINS: bool, const G: usize, c
             }
             for part in 0..Interleaved::<BITS, MINS>::PER_BYTE {
                 let mut w = stored;
-                if BITS == 4 {
+                if BITS != 8 {
                     for g in 0..G {
                         let shifted = _mm512_srli_epi16::<4>(stored[g]);
                         let bits = if part == 0 { stored[g] } else { shifted };
@@ -152,7 +229,7 @@ unsafe fn tile_avx512vnni<const BITS: usize, const MINS: bool, const G: usize, c
                     // SAFETY: row `t` holds block `b`.
                     let a = _mm512_set1_epi32(unsafe { p.word(t, b, word) });
                     for g in 0..G {
-                        dots[g][t] = _mm512_dpbusd_epi32(dots[g][t], w[g], a);
+                        dots[0][g][t] = _mm512_dpbusd_epi32(dots[0][g][t], w[g], a);
                     }
                 }
             }
@@ -160,32 +237,43 @@ unsafe fn tile_avx512vnni<const BITS: usize, const MINS: bool, const G: usize, c
         for g in 0..G {
             // SAFETY: the group's scale entries of block `b`, inside the caller's groups.
             let entries = unsafe { _mm256_loadu_si256(p.scales(g, b).cast()) };
-            let (dw, mins) = if MINS {
-                // SAFETY: as above; Q4_K groups hold their super-blocks' `d` and `dmin`.
-                let (d, dmin) = unsafe {
-                    let s = p.super_scales(g, b);
-                    (
-                        _mm512_cvtph_ps(_mm256_loadu_si256(s.cast())),
-                        _mm512_cvtph_ps(_mm256_loadu_si256(s.add(GROUP_ROWS).cast())),
-                    )
-                };
+            // Per half block (the second only for Q6_K): `d_w`; with `MINS`, `dmin * min`.
+            let (dw, mins) = if MINS || split {
+                // SAFETY: as above; K-quant groups hold their super-blocks' `d` (and
+                // `dmin`).
+                let s = unsafe { p.super_scales::<BITS, MINS>(g, b) };
+                // SAFETY: as above.
+                let d = _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s.cast()) });
                 let wide = _mm512_cvtepu16_epi32(entries);
-                let scale = _mm512_and_si512(wide, _mm512_set1_epi32(0xFF));
-                let min = _mm512_srli_epi32::<8>(wide);
-                (
-                    _mm512_mul_ps(d, _mm512_cvtepi32_ps(scale)),
-                    _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(min)),
-                )
+                if split {
+                    let low = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<24>(wide));
+                    let high = _mm512_srai_epi32::<24>(_mm512_slli_epi32::<16>(wide));
+                    let dw = [low, high].map(|s| _mm512_mul_ps(d, _mm512_cvtepi32_ps(s)));
+                    (dw, _mm512_setzero_ps())
+                } else {
+                    // SAFETY: as above; `dmin` follows `d`.
+                    let dmin =
+                        _mm512_cvtph_ps(unsafe { _mm256_loadu_si256(s.add(GROUP_ROWS).cast()) });
+                    let scale = _mm512_and_si512(wide, _mm512_set1_epi32(0xFF));
+                    let min = _mm512_srli_epi32::<8>(wide);
+                    (
+                        [_mm512_mul_ps(d, _mm512_cvtepi32_ps(scale)); 2],
+                        _mm512_mul_ps(dmin, _mm512_cvtepi32_ps(min)),
+                    )
+                }
             } else {
-                (_mm512_cvtph_ps(entries), _mm512_setzero_ps())
+                ([_mm512_cvtph_ps(entries); 2], _mm512_setzero_ps())
             };
             for t in 0..T {
                 // SAFETY: row `t` has `k / 32` scales and sums.
                 let (da, sum) = unsafe { (p.act_scale(t, b), p.sum(t, b)) };
-                let scale = _mm512_mul_ps(dw, _mm512_set1_ps(da));
-                acc[g][t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dots[g][t]), scale, acc[g][t]);
+                let da = _mm512_set1_ps(da);
+                for h in 0..if split { 2 } else { 1 } {
+                    let dot = _mm512_cvtepi32_ps(dots[h][g][t]);
+                    acc[g][t] = _mm512_fmadd_ps(dot, _mm512_mul_ps(dw[h], da), acc[g][t]);
+                }
                 if MINS {
-                    let min_scale = _mm512_set1_ps(da * sum as f32);
+                    let min_scale = _mm512_mul_ps(da, _mm512_set1_ps(sum as f32));
                     acc[g][t] = _mm512_fnmadd_ps(mins, min_scale, acc[g][t]);
                 }
             }
@@ -201,19 +289,49 @@ unsafe fn tile_avx512vnni<const BITS: usize, const MINS: bool, const G: usize, c
     out
 }
 
+/// Word `i` (`0..=3`) of a Q6_K half block from its 3 chunks: the low 6 bits of chunk
+/// `i`, or for word 3 the top bit pairs of all three put together. 16-bit shifts bring
+/// bits over from the next byte only where the masks clear them.
+#[target_feature(enable = "avx512f,avx512bw")]
+#[inline]
+fn q6_k_word_512(chunks: &[__m512i; Q6K_HALF_CHUNKS], i: usize) -> __m512i {
+    let bits = |v: i8| _mm512_set1_epi8(v);
+    if i < Q6K_HALF_CHUNKS {
+        return _mm512_and_si512(chunks[i], bits(0x3F));
+    }
+    let pair0 = _mm512_and_si512(_mm512_srli_epi16::<6>(chunks[0]), bits(0x03));
+    let pair1 = _mm512_and_si512(_mm512_srli_epi16::<4>(chunks[1]), bits(0x0C));
+    let pair2 = _mm512_and_si512(_mm512_srli_epi16::<2>(chunks[2]), bits(0x30));
+    _mm512_or_si512(_mm512_or_si512(pair0, pair1), pair2)
+}
+
+/// [`q6_k_word_512`] on 256-bit halves.
+#[target_feature(enable = "avx2")]
+#[inline]
+fn q6_k_word_256(chunks: &[__m256i; Q6K_HALF_CHUNKS], i: usize) -> __m256i {
+    let bits = |v: i8| _mm256_set1_epi8(v);
+    if i < Q6K_HALF_CHUNKS {
+        return _mm256_and_si256(chunks[i], bits(0x3F));
+    }
+    let pair0 = _mm256_and_si256(_mm256_srli_epi16::<6>(chunks[0]), bits(0x03));
+    let pair1 = _mm256_and_si256(_mm256_srli_epi16::<4>(chunks[1]), bits(0x0C));
+    let pair2 = _mm256_and_si256(_mm256_srli_epi16::<2>(chunks[2]), bits(0x30));
+    _mm256_or_si256(_mm256_or_si256(pair0, pair1), pair2)
+}
+
 #[target_feature(enable = "avx2,avxvnni")]
 #[inline]
 fn dot_avxvnni<const BITS: usize>(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
     _mm256_dpbusd_avx_epi32(acc, w, a)
 }
 
-/// `acc + Σ w·a` per i32 lane without VNNI. Q4_0's stored nibbles (≤ 15) times `a`
-/// (|a| ≤ 127) sum pairs within an i16; Q8_0's `q + 128` would not, so its `q` is
+/// `acc + Σ w·a` per i32 lane without VNNI. Stored 4- and 6-bit values (≤ 63) times `a`
+/// (|a| ≤ 128) sum pairs within an i16; Q8_0's `q + 128` would not, so its `q` is
 /// restored and multiplied as `|q|` (≤ 128) times `sign(a, q)`.
 #[target_feature(enable = "avx2")]
 #[inline]
 fn dot_avx2<const BITS: usize>(acc: __m256i, w: __m256i, a: __m256i) -> __m256i {
-    let pairs = if BITS == 4 {
+    let pairs = if BITS != 8 {
         _mm256_maddubs_epi16(w, a)
     } else {
         let q = _mm256_xor_si256(w, _mm256_set1_epi8(-128));
@@ -228,7 +346,7 @@ const fn vnni_seeded(_bits: usize) -> bool {
 }
 
 const fn avx2_seeded(bits: usize) -> bool {
-    bits == 4
+    bits != 8
 }
 
 macro_rules! tile_256 {
@@ -243,37 +361,72 @@ macro_rules! tile_256 {
             p: TilePtrs,
         ) -> TileOut<G, T> {
             let nibble = _mm256_set1_epi8(0x0F);
+            let split = Interleaved::<BITS, MINS>::SPLIT;
             let mut acc = [[[_mm256_setzero_ps(); 2]; T]; G];
             for b in 0..p.blocks() {
-                let mut dots = [[[_mm256_setzero_si256(); 2]; T]; G];
+                // Per half block for Q6_K, else all in the first; two registers a group.
+                let mut dots = [[[[_mm256_setzero_si256(); 2]; T]; G]; 2];
                 if $seeded(BITS) {
                     for t in 0..T {
                         // SAFETY: row `t` has `k / 32` sums.
-                        let seed = -Interleaved::<BITS, MINS>::OFFSET * unsafe { p.sum(t, b) };
-                        dots.iter_mut()
-                            .for_each(|d| d[t] = [_mm256_set1_epi32(seed); 2]);
+                        let seeds = unsafe { p.seeds::<BITS, MINS>(t, b) };
+                        for (dots, seed) in dots.iter_mut().zip(seeds) {
+                            dots.iter_mut()
+                                .for_each(|d| d[t] = [_mm256_set1_epi32(seed); 2]);
+                        }
                     }
                 }
-                for c in 0..Interleaved::<BITS, MINS>::BLOCK_CHUNKS {
+                if BITS == 6 {
+                    for half in 0..2 {
+                        // Per group and register half: the half block's 3 chunks.
+                        let mut stored = [[[_mm256_setzero_si256(); Q6K_HALF_CHUNKS]; 2]; G];
+                        for g in 0..G {
+                            for i in 0..Q6K_HALF_CHUNKS {
+                                // SAFETY: chunk `3 half + i` of block `b` of group `g`,
+                                // inside the caller's groups; both halves 32-byte aligned.
+                                let chunk = unsafe {
+                                    p.chunk::<BITS, MINS>(g, b, Q6K_HALF_CHUNKS * half + i)
+                                        .cast::<__m256i>()
+                                };
+                                for h in 0..2 {
+                                    // SAFETY: as above.
+                                    stored[g][h][i] = unsafe { _mm256_load_si256(chunk.add(h)) };
+                                }
+                            }
+                        }
+                        for i in 0..=Q6K_HALF_CHUNKS {
+                            let mut w = [[_mm256_setzero_si256(); 2]; G];
+                            for g in 0..G {
+                                for h in 0..2 {
+                                    w[g][h] = q6_k_word_256(&stored[g][h], i);
+                                }
+                            }
+                            let word = half * BLOCK_WORDS / 2 + i;
+                            for t in 0..T {
+                                // SAFETY: row `t` holds block `b`.
+                                let a = _mm256_set1_epi32(unsafe { p.word(t, b, word) });
+                                for g in 0..G {
+                                    for h in 0..2 {
+                                        let dot = &mut dots[half][g][t][h];
+                                        *dot = $dot::<BITS>(*dot, w[g][h], a);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                for c in 0..if BITS == 6 { 0 } else { BITS } {
                     let mut stored = [[_mm256_setzero_si256(); 2]; G];
                     for g in 0..G {
                         // SAFETY: as in the 512-bit tile; both halves are 32-byte aligned.
-                        let chunk = unsafe {
-                            p.chunks
-                                .add(
-                                    g * p.group_chunks
-                                        + b * Interleaved::<BITS, MINS>::BLOCK_CHUNKS
-                                        + c,
-                                )
-                                .cast::<__m256i>()
-                        };
+                        let chunk = unsafe { p.chunk::<BITS, MINS>(g, b, c).cast::<__m256i>() };
                         // SAFETY: the chunk's two 32-byte halves.
                         stored[g] =
                             unsafe { [_mm256_load_si256(chunk), _mm256_load_si256(chunk.add(1))] };
                     }
                     for part in 0..Interleaved::<BITS, MINS>::PER_BYTE {
                         let mut w = stored;
-                        if BITS == 4 {
+                        if BITS != 8 {
                             for g in 0..G {
                                 for h in 0..2 {
                                     let shifted = _mm256_srli_epi16::<4>(stored[g][h]);
@@ -288,46 +441,58 @@ macro_rules! tile_256 {
                             let a = _mm256_set1_epi32(unsafe { p.word(t, b, word) });
                             for g in 0..G {
                                 for h in 0..2 {
-                                    dots[g][t][h] = $dot::<BITS>(dots[g][t][h], w[g][h], a);
+                                    dots[0][g][t][h] = $dot::<BITS>(dots[0][g][t][h], w[g][h], a);
                                 }
                             }
                         }
                     }
                 }
                 for g in 0..G {
-                    let mut dw = [_mm256_setzero_ps(); 2];
+                    // Per half block and register: `d_w`; with `MINS`, `dmin * min`.
+                    let mut dw = [[_mm256_setzero_ps(); 2]; 2];
                     let mut mins = [_mm256_setzero_ps(); 2];
                     for h in 0..2 {
                         // SAFETY: the group's scale entries of block `b` (16 in two
                         // halves), inside the caller's groups.
                         let entries = unsafe { _mm_loadu_si128(p.scales(g, b).add(8 * h).cast()) };
-                        if MINS {
-                            // SAFETY: Q4_K groups hold their super-blocks' `d` and `dmin`.
-                            let (d, dmin) = unsafe {
-                                let s = p.super_scales(g, b).add(8 * h);
-                                (
-                                    _mm256_cvtph_ps(_mm_loadu_si128(s.cast())),
-                                    _mm256_cvtph_ps(_mm_loadu_si128(s.add(GROUP_ROWS).cast())),
-                                )
-                            };
+                        if MINS || split {
+                            // SAFETY: K-quant groups hold their super-blocks' `d` (and
+                            // `dmin`).
+                            let s = unsafe { p.super_scales::<BITS, MINS>(g, b).add(8 * h) };
+                            // SAFETY: as above.
+                            let d = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.cast()) });
                             let wide = _mm256_cvtepu16_epi32(entries);
-                            let scale = _mm256_and_si256(wide, _mm256_set1_epi32(0xFF));
-                            let min = _mm256_srli_epi32::<8>(wide);
-                            dw[h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(scale));
-                            mins[h] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(min));
+                            if split {
+                                let low = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<24>(wide));
+                                let high = _mm256_srai_epi32::<24>(_mm256_slli_epi32::<16>(wide));
+                                dw[0][h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(low));
+                                dw[1][h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(high));
+                            } else {
+                                // SAFETY: as above; `dmin` follows `d`.
+                                let dmin = _mm256_cvtph_ps(unsafe {
+                                    _mm_loadu_si128(s.add(GROUP_ROWS).cast())
+                                });
+                                let scale = _mm256_and_si256(wide, _mm256_set1_epi32(0xFF));
+                                let min = _mm256_srli_epi32::<8>(wide);
+                                dw[0][h] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(scale));
+                                mins[h] = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(min));
+                            }
                         } else {
-                            dw[h] = _mm256_cvtph_ps(entries);
+                            dw[0][h] = _mm256_cvtph_ps(entries);
                         }
                     }
                     for t in 0..T {
                         // SAFETY: row `t` has `k / 32` scales and sums.
                         let (da, sum) = unsafe { (p.act_scale(t, b), p.sum(t, b)) };
+                        let da = _mm256_set1_ps(da);
                         for h in 0..2 {
-                            let scale = _mm256_mul_ps(dw[h], _mm256_set1_ps(da));
-                            let dot = _mm256_cvtepi32_ps(dots[g][t][h]);
-                            acc[g][t][h] = _mm256_fmadd_ps(dot, scale, acc[g][t][h]);
+                            for half in 0..if split { 2 } else { 1 } {
+                                let scale = _mm256_mul_ps(dw[half][h], da);
+                                let dot = _mm256_cvtepi32_ps(dots[half][g][t][h]);
+                                acc[g][t][h] = _mm256_fmadd_ps(dot, scale, acc[g][t][h]);
+                            }
                             if MINS {
-                                let min_scale = _mm256_set1_ps(da * sum as f32);
+                                let min_scale = _mm256_mul_ps(da, _mm256_set1_ps(sum as f32));
                                 acc[g][t][h] = _mm256_fnmadd_ps(mins[h], min_scale, acc[g][t][h]);
                             }
                         }
@@ -358,13 +523,15 @@ tile_256!(tile_avx2, "avx2,fma,f16c", dot_avx2, avx2_seeded);
 
 /// The largest tile (row groups, activation rows) each tier uses: VEX tiers have 16
 /// vector registers, AVX-512 has 32. A single activation row (decode) spends them on
-/// more groups instead.
-fn max_tile(tier: Tier, tokens: usize) -> (usize, usize) {
-    match (tier, tokens) {
-        (Tier::Avx512Vnni, 1) => (4, 1),
-        (Tier::Avx512Vnni, _) => (2, 6),
-        (_, 1) => (2, 1),
-        (Tier::AvxVnni, _) => (1, 3),
+/// more groups instead; Q6_K (`split`) needs twice the sums and its top bits, so less.
+fn max_tile(tier: Tier, tokens: usize, split: bool) -> (usize, usize) {
+    match (tier, tokens, split) {
+        (Tier::Avx512Vnni, 1, _) => (4, 1),
+        (Tier::Avx512Vnni, _, false) => (2, 6),
+        (Tier::Avx512Vnni, _, true) => (1, 6),
+        (_, 1, false) => (2, 1),
+        (_, 1, true) => (1, 1),
+        (Tier::AvxVnni, _, false) => (1, 3),
         _ => (1, 2),
     }
 }
@@ -438,13 +605,13 @@ pub(crate) fn tiles<const BITS: usize, const MINS: bool>(
     assert!(chunks.len().is_multiple_of(group_chunks));
     let groups = chunks.len() / group_chunks;
     let group_scales = Interleaved::<BITS, MINS>::group_scales(blocks);
-    assert!(!MINS || blocks.is_multiple_of(SUPER_BLOCKS));
+    assert!(!(MINS || BITS == 6) || blocks.is_multiple_of(SUPER_BLOCKS));
     assert!(scales.len() == groups * group_scales);
     assert!(tokens.end * k <= acts.qs.len());
     assert!(acts.scales.len() * BLOCK_VALUES == acts.qs.len());
-    assert!(acts.sums.len() == acts.scales.len());
+    assert!(acts.sums.len() == acts.scales.len() && acts.low_sums.len() == acts.sums.len());
     assert!(tier.is_available(), "{tier:?} is not available on this CPU");
-    let (max_g, max_t) = max_tile(tier, tokens.len());
+    let (max_g, max_t) = max_tile(tier, tokens.len(), Interleaved::<BITS, MINS>::SPLIT);
     assert!(
         (max_g <= 4 && max_t == 1) || (max_g <= 2 && max_t <= 6),
         "no tile instantiated for {max_g}x{max_t}"
@@ -460,6 +627,7 @@ pub(crate) fn tiles<const BITS: usize, const MINS: bool>(
                 group_scales,
                 qs: acts.qs[t0 * k..].as_ptr(),
                 sums: acts.sums[t0 * blocks..].as_ptr(),
+                low_sums: acts.low_sums[t0 * blocks..].as_ptr(),
                 act_scales: acts.scales[t0 * blocks..].as_ptr(),
                 k,
             };

@@ -4,10 +4,10 @@
 //! [`Q4_0Matrix`] and [`Q8_0Matrix`] ([`Interleaved`]) multiply f32 activations by GGML
 //! blocks directly: activations are quantized once per call to int8 blocks of 32, then
 //! int8 dot products run with AVX512-VNNI, AVX-VNNI or AVX2 (picked at run time), or a
-//! portable scalar loop. At load the blocks are repacked 16 rows side by side, in as
-//! many bytes as the file holds, so one `vpdpbusd` advances 16 rows; Q4_K is repacked the
-//! same way. [`KQuantMatrix`] runs Q6_K decode rows over candle's own blocks. [`attention`] is flash-style
-//! attention on f32 rows (candle builds the whole score matrix and mask).
+//! portable scalar loop. At load the blocks are repacked 16 rows side by side, in about
+//! as many bytes as the file holds, so one `vpdpbusd` advances 16 rows; Q4_K and Q6_K
+//! are repacked the same way ([`Q4KInterleaved`], [`Q6KInterleaved`]). [`attention`] is
+//! flash-style attention on f32 rows (candle builds the whole score matrix and mask).
 
 mod activations;
 mod attention;
@@ -22,22 +22,20 @@ mod q4_0;
 mod q4_k;
 mod q4_k_interleaved;
 mod q6_k;
-mod q6_k_scalar;
-#[cfg(target_arch = "x86_64")]
-mod q6_k_x86;
+mod q6_k_interleaved;
 mod q8_0;
-mod q8_k_row;
 mod tier;
 
 pub use attention::{attention, AttentionError, AttentionInput, Visibility};
 pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
 pub use interleaved::{Interleaved, Q4_0Matrix, Q8_0Matrix};
-pub use k_quant::{KQuant, KQuantMatrix, K_QUANT_BLOCK_VALUES};
+pub use k_quant::K_QUANT_BLOCK_VALUES;
 pub use q4_0::{Q4_0_BLOCK_BYTES, Q4_0_BLOCK_VALUES};
 pub use q4_k::{Q4_K_BLOCK_BYTES, Q4_K_BLOCK_VALUES};
 pub use q4_k_interleaved::Q4KInterleaved;
-pub use q6_k::{Q6KMatrix, Q6K, Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
+pub use q6_k::{Q6_K_BLOCK_BYTES, Q6_K_BLOCK_VALUES};
+pub use q6_k_interleaved::Q6KInterleaved;
 pub use q8_0::{Q8_0_BLOCK_BYTES, Q8_0_BLOCK_VALUES};
 pub use tier::Tier;
 

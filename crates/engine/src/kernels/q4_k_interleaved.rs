@@ -6,7 +6,7 @@
 //! own prefill tiles take 24), and one copy serves prefill and decode.
 
 use super::interleaved::{Interleaved, BLOCK_VALUES, GROUP_ROWS, LANE_VALUES, SUPER_BLOCKS};
-use super::k_quant::K_QUANT_BLOCK_VALUES;
+use super::k_quant::row_bytes;
 use super::q4_k::{unpack_scales_mins, NIBBLES_AT, Q4_K_BLOCK_BYTES, SCALES_AT, SUB_BLOCKS};
 use super::KernelError;
 
@@ -18,22 +18,7 @@ impl Q4KInterleaved {
     /// (`rows` rows of `cols / 256` super-blocks, row after row). Fails if `cols` is not a
     /// positive multiple of 256 or the byte count does not match.
     pub fn from_q4_k(bytes: &[u8], rows: usize, cols: usize) -> Result<Self, KernelError> {
-        if cols == 0 || !cols.is_multiple_of(K_QUANT_BLOCK_VALUES) {
-            return Err(KernelError::KQuantBadColumns {
-                quant: Self::NAME,
-                cols,
-            });
-        }
-        let row_bytes = cols / K_QUANT_BLOCK_VALUES * Q4_K_BLOCK_BYTES;
-        if bytes.len() != rows * row_bytes {
-            return Err(KernelError::KQuantWrongByteCount {
-                quant: Self::NAME,
-                rows,
-                cols,
-                expected: rows * row_bytes,
-                found: bytes.len(),
-            });
-        }
+        let row_bytes = row_bytes(Self::NAME, Q4_K_BLOCK_BYTES, bytes.len(), rows, cols)?;
         let mut matrix = Self::zeroed(rows, cols)?;
         let blocks = cols / BLOCK_VALUES;
         debug_assert_eq!(blocks % SUPER_BLOCKS, 0);

@@ -34,6 +34,7 @@ impl Tier {
             Tier::Avx512Vnni => {
                 Tier::Avx2.is_available()
                     && std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
                     && std::is_x86_feature_detected!("avx512vl")
                     && std::is_x86_feature_detected!("avx512vnni")
             }
