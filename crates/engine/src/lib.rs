@@ -10,6 +10,7 @@ pub mod gguf;
 pub mod kernels;
 pub mod linear;
 pub mod lm;
+mod memory;
 pub mod model;
 pub mod projector;
 pub mod request;

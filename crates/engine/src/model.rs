@@ -22,6 +22,7 @@ use crate::lm::phi2::{self, Phi2};
 use crate::lm::phi3::Phi3;
 use crate::lm::qwen2::Qwen2;
 use crate::lm::{KvCache, LanguageModel};
+use crate::memory::ReleaseFreedMemory;
 use crate::projector::{self, Projector};
 use crate::request::GenerateRequest;
 use crate::session::{build_prompt, embed_slots, ImageDigest, Session, Slot};
@@ -92,6 +93,8 @@ pub(crate) struct Inner {
     pub features: FeatureCache,
     /// How many images the vision tower has encoded since load.
     pub vision_runs: AtomicU64,
+    /// Last, so the weights are freed before it runs.
+    pub _release: ReleaseFreedMemory,
 }
 
 /// Where the math runs: candle's own CPU pool, or a pool of the requested size.
@@ -432,6 +435,7 @@ fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
         decode_limits: DecodeLimits::default(),
         features: FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES),
         vision_runs: AtomicU64::new(0),
+        _release: ReleaseFreedMemory,
     })
 }
 

@@ -176,6 +176,8 @@ impl Session {
         let shared = common_prefix(&self.cached, &prompt.slots).min(prompt.slots.len() - 1);
         self.cache.truncate(shared);
         self.cached.truncate(shared);
+        self.cache
+            .plan((prompt.slots.len() + req.max_new_tokens).min(limit));
 
         let mut stats = GenerationStats {
             images: prompt.images.len(),

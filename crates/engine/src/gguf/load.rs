@@ -21,6 +21,7 @@ use crate::lm::phi2::Phi2;
 use crate::lm::phi3::Phi3;
 use crate::lm::qwen2::Qwen2;
 use crate::lm::{KvCache, LanguageModel};
+use crate::memory::ReleaseFreedMemory;
 use crate::model::{FeatureCache, Inner, ModelInfo, Runtime, DEFAULT_FEATURE_CACHE_BYTES};
 use crate::projector::Projector;
 
@@ -177,6 +178,7 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         decode_limits: DecodeLimits::default(),
         features: FeatureCache::new(DEFAULT_FEATURE_CACHE_BYTES),
         vision_runs: AtomicU64::new(0),
+        _release: ReleaseFreedMemory,
     })
 }
 

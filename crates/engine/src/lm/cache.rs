@@ -1,11 +1,12 @@
-//! Keys and values of past tokens, per layer, in buffers that grow by amortised chunks
-//! and are extended in place each step (never rebuilt), and can be cut back to a
-//! shared prefix when a conversation is edited.
+//! Keys and values of past tokens, per layer, in buffers that are extended in place each
+//! step (never rebuilt) and can be cut back to a shared prefix when a conversation is
+//! edited. A turn plans its length first, so the buffers are allocated once at that size;
+//! past the plan they grow by doubling.
 
 use candle_core::{Result, Tensor};
 
-/// Capacity grows in multiples of this many positions.
-const CHUNK: usize = 256;
+/// Capacity is a multiple of this many positions.
+const CHUNK: usize = 64;
 
 /// Buffers are `(1, kv_heads, capacity, head_dim)`; positions live on dim 2.
 const SEQ_DIM: usize = 2;
@@ -20,13 +21,23 @@ struct LayerCache {
 #[derive(Debug, Clone)]
 pub struct KvCache {
     layers: Vec<LayerCache>,
+    /// Positions the current turn will need at most (prompt and answer).
+    planned: usize,
 }
 
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
         Self {
             layers: vec![LayerCache::default(); num_layers],
+            planned: 0,
         }
+    }
+
+    /// Plans room for `positions` in all: a buffer that must grow grows to that size at
+    /// once, rather than doubling (and copying) as a long prompt and its answer arrive,
+    /// and without the unused tail doubling leaves.
+    pub fn plan(&mut self, positions: usize) {
+        self.planned = positions;
     }
 
     /// Number of cached positions.
@@ -60,8 +71,8 @@ impl KvCache {
         };
         let new = k.dim(SEQ_DIM)?;
         let needed = entry.len + new;
-        let k_buf = reserve(entry.k.take(), k, entry.len, needed)?;
-        let v_buf = reserve(entry.v.take(), v, entry.len, needed)?;
+        let k_buf = reserve(entry.k.take(), k, entry.len, needed, self.planned)?;
+        let v_buf = reserve(entry.v.take(), v, entry.len, needed, self.planned)?;
         k_buf.slice_set(&k.contiguous()?, SEQ_DIM, entry.len)?;
         v_buf.slice_set(&v.contiguous()?, SEQ_DIM, entry.len)?;
         entry.len = needed;
@@ -75,8 +86,15 @@ impl KvCache {
     }
 }
 
-/// Returns a buffer with room for `needed` positions, keeping the first `used` ones.
-fn reserve(buf: Option<Tensor>, like: &Tensor, used: usize, needed: usize) -> Result<Tensor> {
+/// Returns a buffer with room for `needed` positions, keeping the first `used` ones: as
+/// many as `planned` if that is enough, else twice the old capacity.
+fn reserve(
+    buf: Option<Tensor>,
+    like: &Tensor,
+    used: usize,
+    needed: usize,
+    planned: usize,
+) -> Result<Tensor> {
     if let Some(buf) = &buf {
         if buf.dim(SEQ_DIM)? >= needed {
             return Ok(buf.clone());
@@ -86,7 +104,12 @@ fn reserve(buf: Option<Tensor>, like: &Tensor, used: usize, needed: usize) -> Re
         Some(b) => b.dim(SEQ_DIM)?,
         None => 0,
     };
-    let capacity = needed.max(old_capacity * 2).div_ceil(CHUNK) * CHUNK;
+    let capacity = if needed <= planned {
+        planned
+    } else {
+        needed.max(old_capacity * 2)
+    };
+    let capacity = capacity.div_ceil(CHUNK) * CHUNK;
     let mut shape = like.dims().to_vec();
     shape[SEQ_DIM] = capacity;
     let grown = Tensor::zeros(shape, like.dtype(), like.device())?;
@@ -126,6 +149,28 @@ mod tests {
                 .expect("s"),
             100.0 + 605.0
         );
+    }
+
+    #[test]
+    fn a_planned_turn_allocates_its_length_once() {
+        let mut cache = KvCache::new(1);
+        cache.plan(300);
+        let (k, _) = cache.append(0, &kv(0.0, 3), &kv(0.0, 3)).expect("append");
+        let buffer = |cache: &KvCache| cache.layers[0].k.as_ref().expect("buffer").dims()[2];
+        assert_eq!(
+            buffer(&cache),
+            320,
+            "300 positions rounded up to whole chunks"
+        );
+        assert_eq!(k.dims(), &[1, 1, 3, 2]);
+        let (k, _) = cache
+            .append(0, &kv(6.0, 297), &kv(6.0, 297))
+            .expect("append");
+        assert_eq!(buffer(&cache), 320, "no growth within the plan");
+        let k: Vec<f32> = k.flatten_all().expect("flat").to_vec1().expect("vec");
+        assert_eq!(k, (0..600).map(|i| i as f32).collect::<Vec<_>>());
+        cache.append(0, &kv(0.0, 21), &kv(0.0, 21)).expect("append");
+        assert_eq!(buffer(&cache), 640, "past the buffer, capacity doubles");
     }
 
     #[test]
