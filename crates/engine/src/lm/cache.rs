@@ -33,7 +33,7 @@ impl KvCache {
         }
     }
 
-    /// Plans room for `positions` in all: a buffer that must grow grows to that size at
+    /// Plans room for `positions` in all: the first buffers are allocated at that size at
     /// once, rather than doubling (and copying) as a long prompt and its answer arrive,
     /// and without the unused tail doubling leaves.
     pub fn plan(&mut self, positions: usize) {
@@ -86,8 +86,7 @@ impl KvCache {
     }
 }
 
-/// Returns a buffer with room for `needed` positions, keeping the first `used` ones: as
-/// many as `planned` if that is enough, else twice the old capacity.
+/// Returns a buffer with room for `needed` positions, keeping the first `used` ones.
 fn reserve(
     buf: Option<Tensor>,
     like: &Tensor,
@@ -104,10 +103,12 @@ fn reserve(
         Some(b) => b.dim(SEQ_DIM)?,
         None => 0,
     };
-    let capacity = if needed <= planned {
+    // A first buffer takes exactly the plan; a buffer that must grow (a later turn of a
+    // conversation) at least doubles, so a long chat is not copied every turn.
+    let capacity = if old_capacity == 0 && needed <= planned {
         planned
     } else {
-        needed.max(old_capacity * 2)
+        needed.max(planned).max(old_capacity * 2)
     };
     let capacity = capacity.div_ceil(CHUNK) * CHUNK;
     let mut shape = like.dims().to_vec();
