@@ -19,6 +19,10 @@ use crate::request::{
 };
 use crate::sampler::Sampler;
 
+/// Positions the KV cache keeps room for beyond a turn, so a follow-up question does not
+/// copy it into a larger buffer; untouched room costs no memory (see `lm::cache`).
+const FOLLOW_UP_ROOM: usize = 256;
+
 /// Prompts longer than this are prefilled in chunks, bounding the attention scratch memory.
 const PREFILL_CHUNK: usize = 512;
 
@@ -176,8 +180,8 @@ impl Session {
         let shared = common_prefix(&self.cached, &prompt.slots).min(prompt.slots.len() - 1);
         self.cache.truncate(shared);
         self.cached.truncate(shared);
-        self.cache
-            .plan((prompt.slots.len() + req.max_new_tokens).min(limit));
+        let planned = prompt.slots.len() + req.max_new_tokens + FOLLOW_UP_ROOM;
+        self.cache.plan(planned.min(limit));
 
         let mut stats = GenerationStats {
             images: prompt.images.len(),

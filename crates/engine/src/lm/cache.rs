@@ -1,26 +1,24 @@
-//! Keys and values of past tokens, per layer, in buffers that are extended in place each
-//! step (never rebuilt) and can be cut back to a shared prefix when a conversation is
-//! edited. A turn plans its length first, so the buffers are allocated once at that size;
-//! past the plan they grow by doubling.
+//! Keys and values of past tokens for every layer, in one buffer that is extended in
+//! place each step (never rebuilt) and can be cut back to a shared prefix when a
+//! conversation is edited. A turn plans its length first, so the buffer is allocated once
+//! at that size; past it, it grows by doubling. One allocation for all layers is large
+//! enough that the allocator maps it fresh from the OS, whose pages stay untouched (and
+//! cost no memory) until positions are written.
 
 use candle_core::{Result, Tensor};
 
 /// Capacity is a multiple of this many positions.
 const CHUNK: usize = 64;
 
-/// Buffers are `(1, kv_heads, capacity, head_dim)`; positions live on dim 2.
+/// The buffer is `(2 * layers, kv_heads, capacity, head_dim)`: layer `i`'s keys at `2i`,
+/// its values at `2i + 1`; positions live on dim 2.
 const SEQ_DIM: usize = 2;
-
-#[derive(Debug, Clone, Default)]
-struct LayerCache {
-    k: Option<Tensor>,
-    v: Option<Tensor>,
-    len: usize,
-}
 
 #[derive(Debug, Clone)]
 pub struct KvCache {
-    layers: Vec<LayerCache>,
+    buffer: Option<Tensor>,
+    /// Cached positions per layer (equal between steps).
+    lens: Vec<usize>,
     /// Positions the current turn will need at most (prompt and answer).
     planned: usize,
 }
@@ -28,96 +26,100 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(num_layers: usize) -> Self {
         Self {
-            layers: vec![LayerCache::default(); num_layers],
+            buffer: None,
+            lens: vec![0; num_layers],
             planned: 0,
         }
     }
 
-    /// Plans room for `positions` in all: the first buffers are allocated at that size at
-    /// once, rather than doubling (and copying) as a long prompt and its answer arrive,
-    /// and without the unused tail doubling leaves.
+    /// Plans room for `positions` in all: a first buffer is allocated at that size at
+    /// once, rather than doubling (and copying) as a long prompt and its answer arrive.
     pub fn plan(&mut self, positions: usize) {
         self.planned = positions;
     }
 
     /// Number of cached positions.
     pub fn len(&self) -> usize {
-        self.layers.first().map_or(0, |l| l.len)
+        self.lens.first().copied().unwrap_or(0)
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// Forgets everything after the first `len` positions (keeps the buffers).
+    /// Forgets everything after the first `len` positions (keeps the buffer).
     pub fn truncate(&mut self, len: usize) {
-        for layer in &mut self.layers {
-            layer.len = layer.len.min(len);
+        for cached in &mut self.lens {
+            *cached = (*cached).min(len);
         }
     }
 
-    /// Forgets everything and frees the buffers.
+    /// Forgets everything and frees the buffer.
     pub fn clear(&mut self) {
-        for layer in &mut self.layers {
-            *layer = LayerCache::default();
-        }
+        self.buffer = None;
+        self.lens.fill(0);
     }
 
     /// Appends `k`, `v` `(1, kv_heads, L, head_dim)` to `layer` and returns views over all
     /// cached keys and values of that layer, new ones included.
     pub fn append(&mut self, layer: usize, k: &Tensor, v: &Tensor) -> Result<(Tensor, Tensor)> {
-        let Some(entry) = self.layers.get_mut(layer) else {
+        let Some(&len) = self.lens.get(layer) else {
             candle_core::bail!("layer {layer} has no KV cache");
         };
-        let new = k.dim(SEQ_DIM)?;
-        let needed = entry.len + new;
-        let k_buf = reserve(entry.k.take(), k, entry.len, needed, self.planned)?;
-        let v_buf = reserve(entry.v.take(), v, entry.len, needed, self.planned)?;
-        k_buf.slice_set(&k.contiguous()?, SEQ_DIM, entry.len)?;
-        v_buf.slice_set(&v.contiguous()?, SEQ_DIM, entry.len)?;
-        entry.len = needed;
-        let out = (
-            k_buf.narrow(SEQ_DIM, 0, needed)?,
-            v_buf.narrow(SEQ_DIM, 0, needed)?,
-        );
-        entry.k = Some(k_buf);
-        entry.v = Some(v_buf);
-        Ok(out)
+        let needed = len + k.dim(SEQ_DIM)?;
+        let buffer = match &self.buffer {
+            Some(buffer) if buffer.dim(SEQ_DIM)? >= needed => buffer.clone(),
+            _ => self.grow(k, needed)?,
+        };
+        let keys = buffer.narrow(0, 2 * layer, 1)?;
+        let values = buffer.narrow(0, 2 * layer + 1, 1)?;
+        keys.slice_set(&k.contiguous()?, SEQ_DIM, len)?;
+        values.slice_set(&v.contiguous()?, SEQ_DIM, len)?;
+        self.lens[layer] = needed;
+        Ok((
+            keys.narrow(SEQ_DIM, 0, needed)?,
+            values.narrow(SEQ_DIM, 0, needed)?,
+        ))
     }
-}
 
-/// Returns a buffer with room for `needed` positions, keeping the first `used` ones.
-fn reserve(
-    buf: Option<Tensor>,
-    like: &Tensor,
-    used: usize,
-    needed: usize,
-    planned: usize,
-) -> Result<Tensor> {
-    if let Some(buf) = &buf {
-        if buf.dim(SEQ_DIM)? >= needed {
-            return Ok(buf.clone());
+    /// A buffer with room for `needed` positions and every layer's cached ones copied in:
+    /// the plan for a first buffer, else at least twice the old capacity, so a long chat
+    /// is not copied every turn.
+    fn grow(&mut self, like: &Tensor, needed: usize) -> Result<Tensor> {
+        let old_capacity = match &self.buffer {
+            Some(buffer) => buffer.dim(SEQ_DIM)?,
+            None => 0,
+        };
+        let capacity = if old_capacity == 0 && needed <= self.planned {
+            self.planned
+        } else {
+            needed.max(self.planned).max(old_capacity * 2)
+        };
+        let capacity = capacity.div_ceil(CHUNK) * CHUNK;
+        let (_, kv_heads, _, head_dim) = like.dims4()?;
+        let shape = (2 * self.lens.len(), kv_heads, capacity, head_dim);
+        let grown = Tensor::zeros(shape, like.dtype(), like.device())?;
+        if let Some(old) = &self.buffer {
+            for (layer, &len) in self.lens.iter().enumerate().filter(|(_, &len)| len > 0) {
+                for part in [2 * layer, 2 * layer + 1] {
+                    let kept = old.narrow(0, part, 1)?.narrow(SEQ_DIM, 0, len)?;
+                    grown
+                        .narrow(0, part, 1)?
+                        .slice_set(&kept.contiguous()?, SEQ_DIM, 0)?;
+                }
+            }
         }
+        self.buffer = Some(grown.clone());
+        Ok(grown)
     }
-    let old_capacity = match &buf {
-        Some(b) => b.dim(SEQ_DIM)?,
-        None => 0,
-    };
-    // A first buffer takes exactly the plan; a buffer that must grow (a later turn of a
-    // conversation) at least doubles, so a long chat is not copied every turn.
-    let capacity = if old_capacity == 0 && needed <= planned {
-        planned
-    } else {
-        needed.max(planned).max(old_capacity * 2)
-    };
-    let capacity = capacity.div_ceil(CHUNK) * CHUNK;
-    let mut shape = like.dims().to_vec();
-    shape[SEQ_DIM] = capacity;
-    let grown = Tensor::zeros(shape, like.dtype(), like.device())?;
-    if let (Some(old), true) = (buf, used > 0) {
-        grown.slice_set(&old.narrow(SEQ_DIM, 0, used)?.contiguous()?, SEQ_DIM, 0)?;
+
+    /// Positions the buffer holds room for (0 before the first append).
+    pub fn capacity(&self) -> usize {
+        self.buffer
+            .as_ref()
+            .and_then(|b| b.dim(SEQ_DIM).ok())
+            .unwrap_or(0)
     }
-    Ok(grown)
 }
 
 #[cfg(test)]
@@ -157,7 +159,7 @@ mod tests {
         let mut cache = KvCache::new(1);
         cache.plan(300);
         let (k, _) = cache.append(0, &kv(0.0, 3), &kv(0.0, 3)).expect("append");
-        let buffer = |cache: &KvCache| cache.layers[0].k.as_ref().expect("buffer").dims()[2];
+        let buffer = |cache: &KvCache| cache.capacity();
         assert_eq!(
             buffer(&cache),
             320,
