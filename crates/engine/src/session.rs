@@ -23,6 +23,11 @@ use crate::sampler::Sampler;
 /// copy it into a larger buffer; untouched room costs no memory (see `lm::cache`).
 const FOLLOW_UP_ROOM: usize = 256;
 
+/// At most this much of a turn's `max_new_tokens` is allocated up front: a request for a
+/// whole 32k context must not map gigabytes of cache at once on a small machine; longer
+/// answers grow the cache as they arrive.
+const PLANNED_ANSWER_MAX: usize = 2048;
+
 /// Prompts longer than this are prefilled in chunks, bounding the attention scratch memory.
 const PREFILL_CHUNK: usize = 512;
 
@@ -180,7 +185,8 @@ impl Session {
         let shared = common_prefix(&self.cached, &prompt.slots).min(prompt.slots.len() - 1);
         self.cache.truncate(shared);
         self.cached.truncate(shared);
-        let planned = prompt.slots.len() + req.max_new_tokens + FOLLOW_UP_ROOM;
+        let answer = req.max_new_tokens.min(PLANNED_ANSWER_MAX);
+        let planned = prompt.slots.len() + answer + FOLLOW_UP_ROOM;
         self.cache.plan(planned.min(limit));
 
         let mut stats = GenerationStats {
