@@ -103,7 +103,7 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
     const PART_BITS: usize = 8 / Self::PER_BYTE;
     /// How much a stored value exceeds its weight's `q`.
     pub(crate) const OFFSET: i32 = if MINS { 0 } else { 1 << (BITS - 1) };
-    /// Whether each half of a block (its low and its high nibbles) has its own scale.
+    /// Whether each half of a block (values `0..16` and `16..32`) has its own scale.
     pub(crate) const SPLIT: bool = BITS == 6;
     /// f16 rows of 16 entries that each super-block shares: `d`, and Q4_K's `dmin`.
     const SHARED_ROWS: usize = if MINS {
@@ -126,8 +126,8 @@ impl<const BITS: usize, const MINS: bool> Interleaved<BITS, MINS> {
         b / SUPER_BLOCKS * Self::SHARED_ROWS * GROUP_ROWS
     }
 
-    /// Scale and min (0 without `MINS`) of `part` (the low or high nibbles; Q6_K scales
-    /// each on its own) of block `b` of row `lane`, from its group's `scales` entries.
+    /// Scale and min (0 without `MINS`) of half `part` (only Q6_K scales the halves apart)
+    /// of block `b` of row `lane`, from its group's `scales` entries.
     #[inline(always)]
     pub(crate) fn scale_min(
         scales: &[u16],
