@@ -8,10 +8,11 @@
 //! written under every layer's name (each layer still gets its own copy in memory).
 //!
 //! `cargo run --release -p impchat-engine --example bench_shapes -- [threads] [runs]
-//!  [--prompts 237,770] [--mix q4k|q4_0|all|none] [--no-vision] [--matmul]`
+//!  [--prompts 237,770] [--mix q4k|q4_0|all|none] [--no-vision] [--matmul] [--sweep]`
 //!
 //! `--matmul` also times single matmuls at Phi-2 shapes, candle's `QMatMul` against the
-//! engine's `Linear` (which runs Q4_0 on our own kernel), in the same process.
+//! engine's `Linear` (which runs Q4_0 on our own kernel), in the same process; `--sweep`
+//! (implied by `--matmul`) times only decode's matvecs over 32 layers of each format.
 //! Every figure is printed with the load average, since the machine is shared.
 
 use std::time::Instant;
@@ -51,6 +52,7 @@ struct Args {
     mix: String,
     vision: bool,
     matmul: bool,
+    sweep: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -61,6 +63,7 @@ fn parse_args() -> Result<Args> {
         mix: "all".into(),
         vision: true,
         matmul: false,
+        sweep: false,
     };
     let mut positional = 0;
     let mut it = std::env::args().skip(1);
@@ -76,6 +79,7 @@ fn parse_args() -> Result<Args> {
             "--mix" => args.mix = it.next().context("--mix needs q4k, q4_0 or all")?,
             "--no-vision" => args.vision = false,
             "--matmul" => args.matmul = true,
+            "--sweep" => args.sweep = true,
             n if positional == 0 => {
                 args.threads = n.parse().context("threads must be a number")?;
                 positional += 1;
@@ -121,7 +125,9 @@ fn main() -> Result<()> {
     }
     if args.matmul {
         pool.install(|| bench_matmuls(args.runs, &args.prompts))?;
-        for dtype in [GgmlDType::Q4K, GgmlDType::Q6K] {
+    }
+    if args.matmul || args.sweep {
+        for dtype in [GgmlDType::Q4_0, GgmlDType::Q4K, GgmlDType::Q6K] {
             pool.install(|| bench_decode_sweep(dtype, args.runs))?;
         }
     }

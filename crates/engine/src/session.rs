@@ -12,7 +12,7 @@ use impchat_input::template::{self, Turn};
 use sha2::{Digest, Sha256};
 
 use crate::error::EngineError;
-use crate::lm::KvCache;
+use crate::lm::{KvCache, KvPrecision};
 use crate::model::{Inner, Model};
 use crate::request::{
     CancelToken, GenerateRequest, GenerationEvent, GenerationStats, Role, StopReason,
@@ -75,7 +75,7 @@ impl Session {
         let layers = model.inner().lm.num_layers();
         Self {
             model,
-            cache: KvCache::new(layers),
+            cache: KvCache::with_precision(layers, KvPrecision::F16),
             cached: Vec::new(),
             features: HashMap::new(),
         }

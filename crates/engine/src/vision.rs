@@ -13,7 +13,7 @@ use candle_core::quantized::QMatMul;
 
 use crate::kernels::Visibility;
 use crate::linear::{Linear, Weight};
-use crate::lm::attention::attend_f32_cpu;
+use crate::lm::attention::attend_on_cpu;
 
 /// The activation inside the tower's MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -434,7 +434,7 @@ impl QkvProjection {
 /// `(1, N, heads * head_dim)`: the engine's flash-style kernel for f32 on the CPU (no
 /// `N × N` score matrix), candle ops otherwise.
 fn attend(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    if let Some(out) = attend_f32_cpu(q, k, v, scale, Visibility::All)? {
+    if let Some(out) = attend_on_cpu(q, k, v, scale, Visibility::All)? {
         return Ok(out);
     }
     let (_, heads, n, head_dim) = q.dims4()?;

@@ -1,9 +1,12 @@
-//! Scaled dot-product attention on f32 rows, flash-attention style: each query row
-//! walks its visible keys in blocks with an online softmax, so no `(L × T)` score matrix
-//! or mask is ever built and keys a causal mask would hide are never computed. Rows of
-//! one head run in parallel chunks; the loops are written so LLVM vectorises them 16
-//! wide under AVX-512 (8 under AVX2), which the run-time dispatch below enables.
+//! Scaled dot-product attention, flash-attention style: each query row walks its
+//! visible keys in blocks with an online softmax, so no `(L × T)` score matrix or mask is
+//! ever built and keys a causal mask would hide are never computed. Queries are f32; keys
+//! and values are f32 (an image encoder) or f16 (a language model's KV cache, half the
+//! bytes each decoded token reads), widened to f32 as they are loaded. Rows of one head
+//! run in parallel chunks, 16 lanes wide under AVX-512 (8 under AVX2), which the run-time
+//! dispatch below picks.
 
+use half::f16;
 use rayon::prelude::*;
 
 /// Keys scored per step of the online softmax.
@@ -23,14 +26,78 @@ pub enum Visibility {
     Causal { past: usize, window: Option<usize> },
 }
 
+/// A key or value element the kernel reads: f32 or f16.
+pub trait KvValue: Copy + Send + Sync + std::fmt::Debug + 'static {
+    fn to_f32(self) -> f32;
+
+    /// The 16 values at `ptr` as f32, reading only the lanes set in `mask` (the others
+    /// are 0).
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL and F16C; the masked lanes must be readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load16(ptr: *const Self, mask: u16) -> std::arch::x86_64::__m512;
+
+    /// The 8 values at `ptr` as f32.
+    ///
+    /// # Safety
+    /// AVX2 and F16C; 8 values must be readable.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256;
+}
+
+impl KvValue for f32 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(ptr: *const Self, mask: u16) -> std::arch::x86_64::__m512 {
+        // SAFETY: per the caller.
+        unsafe { std::arch::x86_64::_mm512_maskz_loadu_ps(mask, ptr) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256 {
+        // SAFETY: per the caller.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(ptr) }
+    }
+}
+
+impl KvValue for f16 {
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load16(ptr: *const Self, mask: u16) -> std::arch::x86_64::__m512 {
+        use std::arch::x86_64::*;
+        // SAFETY: per the caller; f16 is 16 bits, as the lanes read.
+        unsafe { _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(mask, ptr.cast())) }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(ptr: *const Self) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: per the caller.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(ptr.cast())) }
+    }
+}
+
 /// Borrowed attention inputs. `q` is `[heads][len][head_dim]`; `k` and `v` are
 /// `[kv_heads][…][head_dim]` with `kv_head_stride` values between heads and `keys` rows
 /// used per head (a KV cache may have room for more).
 #[derive(Debug, Clone, Copy)]
-pub struct AttentionInput<'a> {
+pub struct AttentionInput<'a, E: KvValue = f32> {
     pub q: &'a [f32],
-    pub k: &'a [f32],
-    pub v: &'a [f32],
+    pub k: &'a [E],
+    pub v: &'a [E],
     pub heads: usize,
     pub kv_heads: usize,
     pub head_dim: usize,
@@ -68,7 +135,7 @@ pub enum AttentionError {
     },
 }
 
-impl AttentionInput<'_> {
+impl<E: KvValue> AttentionInput<'_, E> {
     fn check(&self) -> Result<(), AttentionError> {
         let (h, kvh, d) = (self.heads, self.kv_heads, self.head_dim);
         if h == 0 || kvh == 0 || d == 0 || !h.is_multiple_of(kvh) {
@@ -125,11 +192,14 @@ impl AttentionInput<'_> {
 
 /// `softmax(q kᵀ · scale) v` for every head: `[len][heads * head_dim]`, on the current
 /// rayon pool.
-pub fn attention(input: &AttentionInput) -> Result<Vec<f32>, AttentionError> {
+pub fn attention<E: KvValue>(input: &AttentionInput<E>) -> Result<Vec<f32>, AttentionError> {
     attention_on(Simd::detect(), input)
 }
 
-fn attention_on(simd: Simd, input: &AttentionInput) -> Result<Vec<f32>, AttentionError> {
+fn attention_on<E: KvValue>(
+    simd: Simd,
+    input: &AttentionInput<E>,
+) -> Result<Vec<f32>, AttentionError> {
     input.check()?;
     let (len, d) = (input.len, input.head_dim);
     let mut per_head = vec![0f32; input.heads * len * d];
@@ -174,17 +244,28 @@ impl Simd {
     fn detect() -> Self {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") {
+            let f16c =
+                std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("fma");
+            let avx512 = std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl");
+            if avx512 && f16c {
                 return Simd::Avx512;
             }
-            if std::is_x86_feature_detected!("avx2") {
+            if std::is_x86_feature_detected!("avx2") && f16c {
                 return Simd::Avx2;
             }
         }
         Simd::Portable
     }
 
-    fn rows(self, input: &AttentionInput, head: usize, first: usize, out: &mut [f32]) {
+    fn rows<E: KvValue>(
+        self,
+        input: &AttentionInput<E>,
+        head: usize,
+        first: usize,
+        out: &mut [f32],
+    ) {
         match self {
             // SAFETY: the CPU has the features, detected in `Simd::detect`.
             #[cfg(target_arch = "x86_64")]
@@ -192,7 +273,7 @@ impl Simd {
             // SAFETY: as above.
             #[cfg(target_arch = "x86_64")]
             Simd::Avx2 => unsafe { x86::rows_avx2(input, head, first, out) },
-            Simd::Portable => rows::<Portable>(input, head, first, out),
+            Simd::Portable => rows::<Portable, E>(input, head, first, out),
         }
     }
 }
@@ -200,11 +281,11 @@ impl Simd {
 /// The two inner loops, per instruction set.
 trait Vector {
     /// `a · b`.
-    fn dot(a: &[f32], b: &[f32]) -> f32;
+    fn dot<E: KvValue>(a: &[f32], b: &[E]) -> f32;
     /// `s = e^(s - max)` for every score.
     fn exp_shifted(scores: &mut [f32], max: f32);
     /// `out += Σ_j p[j] · values[j]` over the rows `values[j * d..][..d]`, `d = out.len()`.
-    fn accumulate(out: &mut [f32], probs: &[f32], values: &[f32]);
+    fn accumulate<E: KvValue>(out: &mut [f32], probs: &[f32], values: &[E]);
 }
 
 /// Plain loops for any CPU (vectorised as far as LLVM manages).
@@ -212,7 +293,7 @@ struct Portable;
 
 impl Vector for Portable {
     #[inline(always)]
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
+    fn dot<E: KvValue>(a: &[f32], b: &[E]) -> f32 {
         dot(a, b)
     }
 
@@ -224,22 +305,29 @@ impl Vector for Portable {
     }
 
     #[inline(always)]
-    fn accumulate(out: &mut [f32], probs: &[f32], values: &[f32]) {
+    fn accumulate<E: KvValue>(out: &mut [f32], probs: &[f32], values: &[E]) {
         accumulate(out, probs, values);
     }
 }
 
 #[inline(always)]
-fn accumulate(out: &mut [f32], probs: &[f32], values: &[f32]) {
+fn accumulate<E: KvValue>(out: &mut [f32], probs: &[f32], values: &[E]) {
     let d = out.len();
     for (&p, v) in probs.iter().zip(values.chunks_exact(d)) {
-        out.iter_mut().zip(v).for_each(|(o, &v)| *o += p * v);
+        out.iter_mut()
+            .zip(v)
+            .for_each(|(o, &v)| *o += p * v.to_f32());
     }
 }
 
 /// Query rows `first..` of `head` into `out` (`rows x head_dim`).
 #[inline(always)]
-fn rows<V: Vector>(input: &AttentionInput, head: usize, first: usize, out: &mut [f32]) {
+fn rows<V: Vector, E: KvValue>(
+    input: &AttentionInput<E>,
+    head: usize,
+    first: usize,
+    out: &mut [f32],
+) {
     let d = input.head_dim;
     let kv_head = head / (input.heads / input.kv_heads);
     let keys = &input.k[kv_head * input.kv_head_stride..];
@@ -277,16 +365,16 @@ fn rows<V: Vector>(input: &AttentionInput, head: usize, first: usize, out: &mut 
 /// `a · b` with [`LANES`] independent partial sums, so the loop vectorises (a single
 /// running sum would force a sequential order on the additions).
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+fn dot<E: KvValue>(a: &[f32], b: &[E]) -> f32 {
     let mut lanes = [0f32; LANES];
     let (a_body, a_tail) = a.split_at(a.len() / LANES * LANES);
     let (b_body, b_tail) = b.split_at(a_body.len());
     for (x, y) in a_body.chunks_exact(LANES).zip(b_body.chunks_exact(LANES)) {
         for ((lane, x), y) in lanes.iter_mut().zip(x).zip(y) {
-            *lane += x * y;
+            *lane += x * y.to_f32();
         }
     }
-    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y).sum();
+    let tail: f32 = a_tail.iter().zip(b_tail).map(|(x, y)| x * y.to_f32()).sum();
     // Halving adds (8 + 4 + 2 + 1 lanes) become a few vector ops; `iter().sum()` would
     // be 16 dependent scalar adds.
     let mut width = LANES / 2;
@@ -327,38 +415,38 @@ fn exp(x: f32) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{exp, rows, AttentionInput, Vector};
+    use super::{exp, rows, AttentionInput, KvValue, Vector};
 
     struct Avx512;
     struct Avx2;
 
     /// # Safety
-    /// The CPU must have AVX-512F, AVX2 and FMA.
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
-    pub(super) unsafe fn rows_avx512(
-        input: &AttentionInput,
+    /// The CPU must have AVX-512F/BW/VL, AVX2, FMA and F16C.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
+    pub(super) unsafe fn rows_avx512<E: KvValue>(
+        input: &AttentionInput<E>,
         head: usize,
         first: usize,
         out: &mut [f32],
     ) {
-        rows::<Avx512>(input, head, first, out);
+        rows::<Avx512, E>(input, head, first, out);
     }
 
     /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn rows_avx2(
-        input: &AttentionInput,
+    /// The CPU must have AVX2, FMA and F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn rows_avx2<E: KvValue>(
+        input: &AttentionInput<E>,
         head: usize,
         first: usize,
         out: &mut [f32],
     ) {
-        rows::<Avx2>(input, head, first, out);
+        rows::<Avx2, E>(input, head, first, out);
     }
 
     impl Vector for Avx512 {
         #[inline(always)]
-        fn dot(a: &[f32], b: &[f32]) -> f32 {
+        fn dot<E: KvValue>(a: &[f32], b: &[E]) -> f32 {
             // SAFETY: only reached through `rows_avx512`, whose caller checked the CPU.
             unsafe { dot_avx512(a, b) }
         }
@@ -370,7 +458,7 @@ mod x86 {
         }
 
         #[inline(always)]
-        fn accumulate(out: &mut [f32], probs: &[f32], values: &[f32]) {
+        fn accumulate<E: KvValue>(out: &mut [f32], probs: &[f32], values: &[E]) {
             // SAFETY: as above.
             unsafe { accumulate_avx512(out, probs, values) }
         }
@@ -379,9 +467,9 @@ mod x86 {
     /// `out` stays in registers (up to 8 × 16 values; wider heads go 8 chunks at a
     /// time) while every value row of the block adds into it, with one independent
     /// accumulator per chunk so the adds do not wait on each other.
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    unsafe fn accumulate_avx512(out: &mut [f32], probs: &[f32], values: &[f32]) {
+    unsafe fn accumulate_avx512<E: KvValue>(out: &mut [f32], probs: &[f32], values: &[E]) {
         let d = out.len();
         let rows = probs.len().min(values.len() / d);
         let mut c0 = 0;
@@ -390,14 +478,14 @@ mod x86 {
             // SAFETY: every access stays in columns `c0..d` of rows below `rows`.
             unsafe {
                 match chunks {
-                    1 => accumulate_chunks::<1>(out, &probs[..rows], values, c0),
-                    2 => accumulate_chunks::<2>(out, &probs[..rows], values, c0),
-                    3 => accumulate_chunks::<3>(out, &probs[..rows], values, c0),
-                    4 => accumulate_chunks::<4>(out, &probs[..rows], values, c0),
-                    5 => accumulate_chunks::<5>(out, &probs[..rows], values, c0),
-                    6 => accumulate_chunks::<6>(out, &probs[..rows], values, c0),
-                    7 => accumulate_chunks::<7>(out, &probs[..rows], values, c0),
-                    _ => accumulate_chunks::<8>(out, &probs[..rows], values, c0),
+                    1 => accumulate_chunks::<1, E>(out, &probs[..rows], values, c0),
+                    2 => accumulate_chunks::<2, E>(out, &probs[..rows], values, c0),
+                    3 => accumulate_chunks::<3, E>(out, &probs[..rows], values, c0),
+                    4 => accumulate_chunks::<4, E>(out, &probs[..rows], values, c0),
+                    5 => accumulate_chunks::<5, E>(out, &probs[..rows], values, c0),
+                    6 => accumulate_chunks::<6, E>(out, &probs[..rows], values, c0),
+                    7 => accumulate_chunks::<7, E>(out, &probs[..rows], values, c0),
+                    _ => accumulate_chunks::<8, E>(out, &probs[..rows], values, c0),
                 }
             }
             c0 += 16 * chunks;
@@ -407,15 +495,15 @@ mod x86 {
     /// Columns `c0..c0 + 16 N` (masked at `d`) of [`accumulate_avx512`].
     ///
     /// # Safety
-    /// AVX-512F; `values` holds `probs.len()` rows of `out.len()` values.
+    /// As for [`rows_avx512`]; `values` holds `probs.len()` rows of `out.len()` values.
     // Index loops over the const-size register arrays read like the math they do.
     #[allow(clippy::needless_range_loop)]
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    unsafe fn accumulate_chunks<const N: usize>(
+    unsafe fn accumulate_chunks<const N: usize, E: KvValue>(
         out: &mut [f32],
         probs: &[f32],
-        values: &[f32],
+        values: &[E],
         c0: usize,
     ) {
         let d = out.len();
@@ -433,7 +521,7 @@ mod x86 {
                 let p = _mm512_set1_ps(p);
                 let row = values.as_ptr().add(j * d + c0);
                 for c in 0..N {
-                    let v = _mm512_maskz_loadu_ps(masks[c], row.add(16 * c));
+                    let v = E::load16(row.add(16 * c), masks[c]);
                     acc[c] = _mm512_fmadd_ps(p, v, acc[c]);
                 }
             }
@@ -445,7 +533,7 @@ mod x86 {
 
     impl Vector for Avx2 {
         #[inline(always)]
-        fn dot(a: &[f32], b: &[f32]) -> f32 {
+        fn dot<E: KvValue>(a: &[f32], b: &[E]) -> f32 {
             // SAFETY: only reached through `rows_avx2`, whose caller checked the CPU.
             unsafe { dot_avx2(a, b) }
         }
@@ -458,23 +546,23 @@ mod x86 {
         }
 
         #[inline(always)]
-        fn accumulate(out: &mut [f32], probs: &[f32], values: &[f32]) {
-            super::accumulate(out, probs, values);
+        fn accumulate<E: KvValue>(out: &mut [f32], probs: &[f32], values: &[E]) {
+            // SAFETY: only reached through `rows_avx2`, whose caller checked the CPU.
+            unsafe { accumulate_avx2(out, probs, values) }
         }
     }
 
-    #[target_feature(enable = "avx512f,avx2,fma")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot_avx512(a: &[f32], b: &[f32]) -> f32 {
+    unsafe fn dot_avx512<E: KvValue>(a: &[f32], b: &[E]) -> f32 {
         let n = a.len().min(b.len());
         let (a, b) = (a.as_ptr(), b.as_ptr());
         let mut acc = _mm512_setzero_ps();
         let mut i = 0;
         // SAFETY (all loads): `i + 16 <= n`, or a mask that reads only lanes below `n`.
         while i + 16 <= n {
-            acc = unsafe {
-                _mm512_fmadd_ps(_mm512_loadu_ps(a.add(i)), _mm512_loadu_ps(b.add(i)), acc)
-            };
+            acc =
+                unsafe { _mm512_fmadd_ps(_mm512_loadu_ps(a.add(i)), E::load16(b.add(i), !0), acc) };
             i += 16;
         }
         if i < n {
@@ -482,7 +570,7 @@ mod x86 {
             acc = unsafe {
                 _mm512_fmadd_ps(
                     _mm512_maskz_loadu_ps(mask, a.add(i)),
-                    _mm512_maskz_loadu_ps(mask, b.add(i)),
+                    E::load16(b.add(i), mask),
                     acc,
                 )
             };
@@ -490,18 +578,38 @@ mod x86 {
         _mm512_reduce_add_ps(acc)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// [`super::accumulate`] 8 columns at a time, widening f16 values with F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    unsafe fn accumulate_avx2<E: KvValue>(out: &mut [f32], probs: &[f32], values: &[E]) {
+        let d = out.len();
+        let body = d / 8 * 8;
+        for (&p, row) in probs.iter().zip(values.chunks_exact(d)) {
+            let pv = _mm256_set1_ps(p);
+            for c in (0..body).step_by(8) {
+                // SAFETY: `c + 8 <= d`, inside both `out` and the row.
+                unsafe {
+                    let o = out.as_mut_ptr().add(c);
+                    let v = E::load8(row.as_ptr().add(c));
+                    _mm256_storeu_ps(o, _mm256_fmadd_ps(pv, v, _mm256_loadu_ps(o)));
+                }
+            }
+            for (o, v) in out[body..].iter_mut().zip(&row[body..]) {
+                *o += p * v.to_f32();
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    unsafe fn dot_avx2<E: KvValue>(a: &[f32], b: &[E]) -> f32 {
         let n = a.len().min(b.len());
         let (pa, pb) = (a.as_ptr(), b.as_ptr());
         let mut acc = _mm256_setzero_ps();
         let mut i = 0;
         while i + 8 <= n {
             // SAFETY: `i + 8 <= n`.
-            acc = unsafe {
-                _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), _mm256_loadu_ps(pb.add(i)), acc)
-            };
+            acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i)), E::load8(pb.add(i)), acc) };
             i += 8;
         }
         let s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
@@ -510,7 +618,7 @@ mod x86 {
         s + a[i..n]
             .iter()
             .zip(&b[i..n])
-            .map(|(x, y)| x * y)
+            .map(|(x, y)| x * y.to_f32())
             .sum::<f32>()
     }
 
@@ -629,13 +737,40 @@ mod tests {
                 visibility,
             };
             let expected = attention_on(Simd::Portable, &input).expect("portable");
+            // A KV cache's f16 keys and values: the same result as f32 ones holding the
+            // same (rounded) numbers.
+            let half = |x: &[f32]| x.iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>();
+            let (k16, v16) = (half(&k), half(&v));
+            let widen = |x: &[f16]| x.iter().map(|x| x.to_f32()).collect::<Vec<_>>();
+            let (k_rounded, v_rounded) = (widen(&k16), widen(&v16));
+            let rounded = AttentionInput {
+                k: &k_rounded,
+                v: &v_rounded,
+                ..input
+            };
+            let expected_f16 = attention_on(Simd::Portable, &rounded).expect("portable");
+            let input_f16 = AttentionInput {
+                q: &q,
+                k: &k16,
+                v: &v16,
+                heads,
+                kv_heads,
+                head_dim: d,
+                len,
+                keys,
+                kv_head_stride: keys * d,
+                scale: 1.0 / (d as f32).sqrt(),
+                visibility,
+            };
+            let max_diff =
+                |a: &[f32], b: &[f32]| a.iter().zip(b).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
             for &simd in &sets {
                 let got = attention_on(simd, &input).expect("simd");
-                let diff = got
-                    .iter()
-                    .zip(&expected)
-                    .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                let diff = max_diff(&got, &expected);
                 assert!(diff < 1e-5, "{simd:?}, d {d}: max diff {diff}");
+                let got = attention_on(simd, &input_f16).expect("simd f16");
+                let diff = max_diff(&got, &expected_f16);
+                assert!(diff < 1e-5, "{simd:?} on f16, d {d}: max diff {diff}");
             }
         }
     }

@@ -26,7 +26,7 @@ mod q6_k_interleaved;
 mod q8_0;
 mod tier;
 
-pub use attention::{attention, AttentionError, AttentionInput, Visibility};
+pub use attention::{attention, AttentionError, AttentionInput, KvValue, Visibility};
 pub use block_bytes::{BlockBytes, QTensorBytes};
 pub use gelu::gelu_tanh;
 pub use interleaved::{Interleaved, Q4_0Matrix, Q8_0Matrix};

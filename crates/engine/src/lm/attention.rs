@@ -1,12 +1,14 @@
 //! Scaled dot-product attention over the KV cache. New rows see every cached key up to
 //! their own position (a chunk of several tokens can follow an already filled cache),
-//! within a sliding window if the model has one. f32 tensors on the CPU run on the
-//! engine's flash-style kernel; anything else on candle ops with an additive mask.
+//! within a sliding window if the model has one. f32 queries on the CPU, over f32 or f16
+//! keys and values, run on the engine's flash-style kernel; anything else on candle ops
+//! with an additive mask.
 
-use candle_core::{CpuStorage, DType, Device, Layout, Result, Storage, Tensor};
+use candle_core::{DType, Device, Layout, Result, Storage, Tensor, WithDType};
 use candle_transformers::utils::repeat_kv;
+use half::f16;
 
-use crate::kernels::{self, AttentionInput, Visibility};
+use crate::kernels::{self, AttentionInput, KvValue, Visibility};
 
 /// Which keys the new rows see: row `i` sits at position `past + i` and sees keys
 /// `j <= past + i`, and with a sliding `window` only those with `past + i - j <= window`.
@@ -50,7 +52,7 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Tens
         window: causal.window,
     };
     let scale = 1.0 / (q.dim(3)? as f64).sqrt();
-    match attend_f32_cpu(q, k, v, scale, visibility)? {
+    match attend_on_cpu(q, k, v, scale, visibility)? {
         Some(out) => Ok(out),
         None => attend_tensors(q, k, v, causal),
     }
@@ -58,18 +60,33 @@ pub fn attend(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Tens
 
 /// `softmax(q kᵀ · scale) v` on the engine's kernel for `q` `(1, heads, L, d)` and `k`/`v`
 /// `(1, kv_heads, T, d)` (views are read in place) → `(1, L, heads * d)`. `None` unless
-/// every tensor is f32 on the CPU with unit-stride rows.
-pub(crate) fn attend_f32_cpu(
+/// every tensor is on the CPU with unit-stride rows, `q` in f32 and `k`, `v` both in f32
+/// or both in f16.
+pub(crate) fn attend_on_cpu(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     scale: f64,
     visibility: Visibility,
 ) -> Result<Option<Tensor>> {
-    let on_cpu_f32 = |t: &Tensor| t.dtype() == DType::F32 && t.device().is_cpu();
-    if !(on_cpu_f32(q) && on_cpu_f32(k) && on_cpu_f32(v)) {
+    let on_cpu = [q, k, v].iter().all(|t| t.device().is_cpu());
+    if !on_cpu || q.dtype() != DType::F32 || k.dtype() != v.dtype() {
         return Ok(None);
     }
+    match k.dtype() {
+        DType::F32 => attend_kernel::<f32>(q, k, v, scale, visibility),
+        DType::F16 => attend_kernel::<f16>(q, k, v, scale, visibility),
+        _ => Ok(None),
+    }
+}
+
+fn attend_kernel<E: KvValue + WithDType>(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    scale: f64,
+    visibility: Visibility,
+) -> Result<Option<Tensor>> {
     let (_, heads, len, head_dim) = q.dims4()?;
     let (_, kv_heads, keys, _) = k.dims4()?;
     let q = q.contiguous()?;
@@ -77,9 +94,9 @@ pub(crate) fn attend_f32_cpu(
     let (k_storage, k_layout) = k.storage_and_layout();
     let (v_storage, v_layout) = v.storage_and_layout();
     let (Some(q), Some((k, k_stride)), Some((v, v_stride))) = (
-        rows(&q_storage, q_layout, head_dim).map(|(rows, _)| rows),
-        rows(&k_storage, k_layout, head_dim),
-        rows(&v_storage, v_layout, head_dim),
+        rows::<f32>(&q_storage, q_layout, head_dim).map(|(rows, _)| rows),
+        rows::<E>(&k_storage, k_layout, head_dim),
+        rows::<E>(&v_storage, v_layout, head_dim),
     ) else {
         return Ok(None);
     };
@@ -107,12 +124,17 @@ pub(crate) fn attend_f32_cpu(
     )?))
 }
 
-/// The f32 values of a `(1, heads, rows, d)` view whose rows are contiguous, and the
-/// stride between its heads.
-fn rows<'a>(storage: &'a Storage, layout: &Layout, d: usize) -> Option<(&'a [f32], usize)> {
-    let Storage::Cpu(CpuStorage::F32(data)) = storage else {
+/// The values of a `(1, heads, rows, d)` view whose rows are contiguous, and the stride
+/// between its heads.
+fn rows<'a, E: WithDType>(
+    storage: &'a Storage,
+    layout: &Layout,
+    d: usize,
+) -> Option<(&'a [E], usize)> {
+    let Storage::Cpu(cpu) = storage else {
         return None;
     };
+    let data = E::cpu_storage_as_slice(cpu).ok()?;
     match layout.stride() {
         [_, head_stride, row_stride, 1] if *row_stride == d => {
             Some((data.get(layout.start_offset()..)?, *head_stride))
@@ -121,8 +143,10 @@ fn rows<'a>(storage: &'a Storage, layout: &Layout, d: usize) -> Option<(&'a [f32
     }
 }
 
-/// candle ops with an additive mask (any dtype or device).
+/// candle ops with an additive mask (any dtype or device; keys and values are computed
+/// in the queries' dtype).
 fn attend_tensors(q: &Tensor, k: &Tensor, v: &Tensor, causal: Causal) -> Result<Tensor> {
+    let (k, v) = (&k.to_dtype(q.dtype())?, &v.to_dtype(q.dtype())?);
     let (_, heads, len, head_dim) = q.dims4()?;
     let kv_heads = k.dim(1)?;
     let mask = causal.mask(len, q.device())?;
@@ -216,17 +240,31 @@ mod tests {
             let causal = Causal { past, window };
             let visibility = Visibility::Causal { past, window };
             let scale = 1.0 / (d as f64).sqrt();
-            let fast = attend_f32_cpu(&q, &k, &v, scale, visibility)
+            let fast = attend_on_cpu(&q, &k, &v, scale, visibility)
                 .expect("kernel")
                 .expect("f32 on the CPU takes the kernel");
             let slow = attend_tensors(&q, &k, &v, causal).expect("tensor path");
-            let diff = (fast - slow)
-                .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
-                .expect("diff");
-            assert!(
-                diff < 2e-5,
-                "heads {heads}/{kv_heads}, d {d}, len {len} after {past}, window {window:?}: max diff {diff}"
+            let diff = |a: Tensor, b: Tensor| {
+                (a - b)
+                    .and_then(|d| d.abs()?.max_all()?.to_scalar::<f32>())
+                    .expect("diff")
+            };
+            let case = format!(
+                "heads {heads}/{kv_heads}, d {d}, len {len} after {past}, window {window:?}"
             );
+            let f32_diff = diff(fast, slow);
+            assert!(f32_diff < 2e-5, "{case}: max diff {f32_diff}");
+            // The same over f16 keys and values, as a KV cache keeps them.
+            let (k, v) = (
+                k.to_dtype(DType::F16).expect("k"),
+                v.to_dtype(DType::F16).expect("v"),
+            );
+            let fast = attend_on_cpu(&q, &k, &v, scale, visibility)
+                .expect("kernel")
+                .expect("f16 keys on the CPU take the kernel");
+            let slow = attend_tensors(&q, &k, &v, causal).expect("tensor path");
+            let f16_diff = diff(fast, slow);
+            assert!(f16_diff < 2e-5, "{case}, f16 keys: max diff {f16_diff}");
         }
     }
 }

@@ -3,9 +3,12 @@
 //! conversation is edited. A turn plans its length first, so the buffer is allocated once
 //! at that size; past it, it grows by doubling. One allocation for all layers is large
 //! enough that the allocator maps it fresh from the OS, whose pages stay untouched (and
-//! cost no memory) until positions are written.
+//! cost no memory) until positions are written. On the CPU, f32 keys and values can be
+//! kept in f16 ([`KvPrecision::F16`]), as llama.cpp keeps them by default.
 
-use candle_core::{Result, Tensor};
+use candle_core::{CpuStorage, DType, Result, Storage, Tensor};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 
 /// Capacity is a multiple of this many positions.
 const CHUNK: usize = 64;
@@ -14,9 +17,21 @@ const CHUNK: usize = 64;
 /// its values at `2i + 1`; positions live on dim 2.
 const SEQ_DIM: usize = 2;
 
+/// How a cache keeps the f32 keys and values of a model running on the CPU (other
+/// dtypes and devices are kept as computed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KvPrecision {
+    /// Exactly as computed: for checks against reference implementations.
+    F32,
+    /// Rounded to f16: half the memory, and half the bytes every decoded token reads
+    /// back, which at a few hundred positions is a tenth of a 3B model's weights.
+    F16,
+}
+
 #[derive(Debug, Clone)]
 pub struct KvCache {
     buffer: Option<Tensor>,
+    precision: KvPrecision,
     /// Cached positions per layer (equal between steps).
     lens: Vec<usize>,
     /// Positions the current turn will need at most (prompt and answer).
@@ -24,9 +39,15 @@ pub struct KvCache {
 }
 
 impl KvCache {
+    /// A cache that keeps keys and values exactly as computed.
     pub fn new(num_layers: usize) -> Self {
+        Self::with_precision(num_layers, KvPrecision::F32)
+    }
+
+    pub fn with_precision(num_layers: usize, precision: KvPrecision) -> Self {
         Self {
             buffer: None,
+            precision,
             lens: vec![0; num_layers],
             planned: 0,
         }
@@ -67,19 +88,39 @@ impl KvCache {
             candle_core::bail!("layer {layer} has no KV cache");
         };
         let needed = len + k.dim(SEQ_DIM)?;
+        let (k, v) = (self.stored(k)?, self.stored(v)?);
         let buffer = match &self.buffer {
             Some(buffer) if buffer.dim(SEQ_DIM)? >= needed => buffer.clone(),
-            _ => self.grow(k, needed)?,
+            _ => self.grow(&k, needed)?,
         };
         let keys = buffer.narrow(0, 2 * layer, 1)?;
         let values = buffer.narrow(0, 2 * layer + 1, 1)?;
-        keys.slice_set(&k.contiguous()?, SEQ_DIM, len)?;
-        values.slice_set(&v.contiguous()?, SEQ_DIM, len)?;
+        keys.slice_set(&k, SEQ_DIM, len)?;
+        values.slice_set(&v, SEQ_DIM, len)?;
         self.lens[layer] = needed;
         Ok((
             keys.narrow(SEQ_DIM, 0, needed)?,
             values.narrow(SEQ_DIM, 0, needed)?,
         ))
+    }
+
+    /// `t` contiguous, in the dtype the cache keeps it in.
+    fn stored(&self, t: &Tensor) -> Result<Tensor> {
+        let t = t.contiguous()?;
+        let to_f16 =
+            self.precision == KvPrecision::F16 && t.dtype() == DType::F32 && t.device().is_cpu();
+        if !to_f16 {
+            return Ok(t);
+        }
+        let (storage, layout) = t.storage_and_layout();
+        let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
+            candle_core::bail!("an f32 CPU tensor without f32 CPU storage");
+        };
+        let values = &data[layout.start_offset()..][..t.elem_count()];
+        // F16C converts 8 at a time; candle's `to_dtype` goes value by value.
+        let mut half = vec![f16::ZERO; values.len()];
+        half.convert_from_f32_slice(values);
+        Tensor::from_vec(half, t.shape(), t.device())
     }
 
     /// A buffer with room for `needed` positions and every layer's cached ones copied in:
@@ -174,6 +215,41 @@ mod tests {
         assert_eq!(k, (0..600).map(|i| i as f32).collect::<Vec<_>>());
         cache.append(0, &kv(0.0, 21), &kv(0.0, 21)).expect("append");
         assert_eq!(buffer(&cache), 640, "past the buffer, capacity doubles");
+    }
+
+    /// f16 keeps what a cache is read for (nearly the same numbers) in half the memory:
+    /// the buffer and the views it hands out are f16, rounded to nearest.
+    #[test]
+    fn an_f16_cache_keeps_rounded_values_in_half_the_bytes() {
+        let mut cache = KvCache::with_precision(1, KvPrecision::F16);
+        let third = Tensor::from_vec(
+            vec![1.0f32 / 3.0, 1000.1, -2.5e-3, 7.0],
+            (1, 1, 2, 2),
+            &Device::Cpu,
+        )
+        .expect("tensor");
+        let (k, v) = cache.append(0, &third, &third).expect("append");
+        assert_eq!((k.dtype(), v.dtype()), (DType::F16, DType::F16));
+        let expected: Vec<f32> = [1.0f32 / 3.0, 1000.1, -2.5e-3, 7.0]
+            .iter()
+            .map(|&x| f16::from_f32(x).to_f32())
+            .collect();
+        let got: Vec<f32> = k
+            .to_dtype(DType::F32)
+            .and_then(|k| k.flatten_all()?.to_vec1())
+            .expect("values");
+        assert_eq!(got, expected);
+        assert_ne!(got[0], 1.0 / 3.0, "values are rounded, not kept exactly");
+        // An exact cache keeps f32.
+        let mut exact = KvCache::new(1);
+        let (k, _) = exact.append(0, &third, &third).expect("append");
+        assert_eq!(k.dtype(), DType::F32);
+        assert_eq!(
+            k.flatten_all()
+                .and_then(|k| k.to_vec1::<f32>())
+                .expect("values")[0],
+            1.0 / 3.0
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ mod layers;
 mod rotary;
 mod swiglu_block;
 
-pub use cache::KvCache;
+pub use cache::{KvCache, KvPrecision};
 
 use candle_core::{IndexOp, Result, Tensor};
 
