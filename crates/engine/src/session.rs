@@ -540,3 +540,45 @@ fn common_prefix(a: &[Slot], b: &[Slot]) -> usize {
 fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::request::ChatMessage;
+    use crate::LoadOptions;
+
+    /// A request for a whole 32k context's answer allocates only its prompt, 2048 answer
+    /// positions and a follow-up's room, in f16: a small machine is not asked for
+    /// gigabytes at once, and the cache holds half what f32 would.
+    #[test]
+    fn a_huge_answer_limit_does_not_allocate_the_whole_context() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../tests/fixtures/models/imp-v1.5-2b-qwen1.5");
+        let model = Model::load(&fixture, &LoadOptions::default()).expect("load");
+        let limit = model.info().context_length;
+        assert!(limit >= 32_768, "the fixture keeps Qwen1.5's 32k context");
+        let mut session = model.new_session();
+        let mut req = GenerateRequest::new(vec![ChatMessage::user("Hello there")]);
+        req.max_new_tokens = limit;
+        let cancel = CancelToken::new();
+        let stats = session
+            .generate(&req, &cancel, &mut |event| {
+                if matches!(event, GenerationEvent::Token { .. }) {
+                    cancel.cancel();
+                }
+            })
+            .expect("generate");
+        let planned = stats.prompt_tokens + PLANNED_ANSWER_MAX + FOLLOW_UP_ROOM;
+        let capacity = session.cache.capacity();
+        assert!(
+            (planned..planned + 64).contains(&capacity),
+            "capacity {capacity} for a plan of {planned}"
+        );
+        // Qwen1.5 has as many key/value heads as query heads: `hidden_size` values each.
+        let lm = &model.inner().lm;
+        let per_position = 2 * lm.num_layers() * lm.hidden_size();
+        assert_eq!(session.cache.bytes(), capacity * per_position * 2, "f16");
+    }
+}

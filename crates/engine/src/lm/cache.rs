@@ -154,6 +154,14 @@ impl KvCache {
         Ok(grown)
     }
 
+    /// Bytes the buffer holds (0 before the first append); pages not yet written cost
+    /// no memory.
+    pub fn bytes(&self) -> usize {
+        self.buffer
+            .as_ref()
+            .map_or(0, |b| b.elem_count() * b.dtype().size_in_bytes())
+    }
+
     /// Positions the buffer holds room for (0 before the first append).
     pub fn capacity(&self) -> usize {
         self.buffer
