@@ -129,7 +129,9 @@ pub fn run(args: BenchArgs) -> Outcome {
         image_file,
         image_width: measure::IMAGE_WIDTH,
         image_height: measure::IMAGE_HEIGHT,
-        text_tokens: protocol.text_tokens,
+        text_tokens: images
+            .first()
+            .map_or(protocol.text_tokens, |i| i.prompt_tokens - i.visual_tokens),
         generated_tokens: protocol.generated_tokens,
         images,
         long_decode,

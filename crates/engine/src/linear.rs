@@ -54,6 +54,9 @@ impl Linear {
         if let Some(matrix) = own_q6_k(&weight) {
             return Self::q6_k(matrix, bias);
         }
+        if let Some(matrix) = own_q8_0(&weight) {
+            return Self::q8_0(matrix, bias);
+        }
         match own_q4_0(&weight) {
             Some(matrix) => Self::q4_0(matrix, bias),
             None => Self {
@@ -70,7 +73,7 @@ impl Linear {
         }
     }
 
-    /// A layer over a repacked Q4_K matrix (use it where [`own_k_quants_are_faster`]).
+    /// A layer over a repacked Q4_K matrix (use it where [`own_interleaved_kernels_are_faster`]).
     pub fn q4_k(weight: Q4KInterleaved, bias: Option<Tensor>) -> Self {
         Self {
             weight: Weight::Q4K(Arc::new(weight)),
@@ -78,7 +81,7 @@ impl Linear {
         }
     }
 
-    /// A layer over a repacked Q6_K matrix (use it where [`own_k_quants_are_faster`]).
+    /// A layer over a repacked Q6_K matrix (use it where [`own_interleaved_kernels_are_faster`]).
     pub fn q6_k(weight: Q6KInterleaved, bias: Option<Tensor>) -> Self {
         Self {
             weight: Weight::Q6K(Arc::new(weight)),
@@ -127,35 +130,41 @@ fn own_q4_0(weight: &QMatMul) -> Option<Q4_0Matrix> {
     Q4_0Matrix::new(bytes, rows, cols).ok()
 }
 
-/// `weight`'s CPU tensor of type `dtype`, with its shape, where our K-quant kernels are
-/// the faster ones.
-fn own_k_quant(weight: &QMatMul, dtype: GgmlDType) -> Option<(BlockBytes, usize, usize)> {
+/// `weight`'s CPU tensor of type `dtype`, with its shape, where our Q4_K, Q6_K and Q8_0
+/// kernels are the faster ones.
+fn own_blocks(weight: &QMatMul, dtype: GgmlDType) -> Option<(BlockBytes, usize, usize)> {
     let QMatMul::QTensor(q) = weight else {
         return None;
     };
-    if !own_k_quants_are_faster() || q.dtype() != dtype {
+    if !own_interleaved_kernels_are_faster() || q.dtype() != dtype {
         return None;
     }
     let (rows, cols) = q.shape().dims2().ok()?;
     Some((BlockBytes::from_qtensor(q.clone())?, rows, cols))
 }
 
-/// Whether our Q4_K and Q6_K kernels beat candle's here: x86_64 with AVX2 or better
-/// (elsewhere candle has NEON tiles, or ours would run their scalar loops).
-pub fn own_k_quants_are_faster() -> bool {
+/// Whether our Q4_K, Q6_K and Q8_0 kernels beat candle's here: x86_64 with AVX2 or
+/// better (elsewhere candle has NEON tiles, or ours would run their scalar loops).
+pub fn own_interleaved_kernels_are_faster() -> bool {
     cfg!(target_arch = "x86_64") && Tier::best() != Tier::Scalar
 }
 
 /// Q4_K blocks repacked for our kernels, where they are the faster ones.
 fn own_q4_k(weight: &QMatMul) -> Option<Q4KInterleaved> {
-    let (bytes, rows, cols) = own_k_quant(weight, GgmlDType::Q4K)?;
+    let (bytes, rows, cols) = own_blocks(weight, GgmlDType::Q4K)?;
     Q4KInterleaved::from_q4_k(bytes.as_slice(), rows, cols).ok()
 }
 
 /// Q6_K blocks repacked for our kernels, where they are the faster ones.
 fn own_q6_k(weight: &QMatMul) -> Option<Q6KInterleaved> {
-    let (bytes, rows, cols) = own_k_quant(weight, GgmlDType::Q6K)?;
+    let (bytes, rows, cols) = own_blocks(weight, GgmlDType::Q6K)?;
     Q6KInterleaved::from_q6_k(bytes.as_slice(), rows, cols).ok()
+}
+
+/// Q8_0 blocks repacked for our kernels, where they are the faster ones.
+fn own_q8_0(weight: &QMatMul) -> Option<Q8_0Matrix> {
+    let (bytes, rows, cols) = own_blocks(weight, GgmlDType::Q8_0)?;
+    Q8_0Matrix::from_blocks(bytes.as_slice(), rows, cols).ok()
 }
 
 impl Module for Linear {

@@ -552,10 +552,10 @@ fn q4_0_linear_is_repacked_without_growing() {
 /// decode, close to candle's own Q4_K matmul.
 #[test]
 fn q4_k_linear_is_repacked_into_one_copy() {
-    use impchat_engine::linear::{own_k_quants_are_faster, Weight};
+    use impchat_engine::linear::{own_interleaved_kernels_are_faster, Weight};
     // Candle rounds activations per 256 values, ours per 32.
     let (linear, stored_bytes) = mapped_linear(GgmlDType::Q4K, 32, 512, 2e-2);
-    if own_k_quants_are_faster() {
+    if own_interleaved_kernels_are_faster() {
         match linear.weight() {
             Weight::Q4K(matrix) => assert_eq!(
                 matrix.resident_bytes(),
@@ -571,12 +571,28 @@ fn q4_k_linear_is_repacked_into_one_copy() {
 /// file holds, close to candle's own Q6_K matmul.
 #[test]
 fn q6_k_linear_is_repacked_into_the_files_bytes() {
-    use impchat_engine::linear::{own_k_quants_are_faster, Weight};
+    use impchat_engine::linear::{own_interleaved_kernels_are_faster, Weight};
     let (linear, stored_bytes) = mapped_linear(GgmlDType::Q6K, 32, 512, 2e-2);
-    if own_k_quants_are_faster() {
+    if own_interleaved_kernels_are_faster() {
         match linear.weight() {
             Weight::Q6K(matrix) => assert_eq!(matrix.resident_bytes(), stored_bytes),
             other => panic!("expected the engine's Q6_K kernels, got {other:?}"),
+        }
+    }
+}
+
+/// A Q8_0 matrix of the language model (llama.cpp's choice where a K-quant's 256-value
+/// super-blocks do not divide the rows, as Qwen1.5-1.8B's 5504-wide `ffn_down` in
+/// Q4_K_M) runs on the engine's own kernel too, repacked straight from the map into
+/// exactly the file's bytes, close to candle's own Q8_0 matmul.
+#[test]
+fn q8_0_linear_is_repacked_into_the_files_bytes() {
+    use impchat_engine::linear::{own_interleaved_kernels_are_faster, Weight};
+    let (linear, stored_bytes) = mapped_linear(GgmlDType::Q8_0, 48, 5504, 1e-2);
+    if own_interleaved_kernels_are_faster() {
+        match linear.weight() {
+            Weight::Q8_0(matrix) => assert_eq!(matrix.resident_bytes(), stored_bytes),
+            other => panic!("expected the engine's Q8_0 kernel, got {other:?}"),
         }
     }
 }

@@ -88,17 +88,20 @@ fn first_question(question: &str, image: &ImageBytes, max_new_tokens: usize) -> 
     request
 }
 
-/// The longest prefix of [`QUESTION_SOURCE`] whose prompt has exactly `text_tokens` text tokens.
-fn fit_question(model: &Model, image: &ImageBytes, text_tokens: usize) -> Result<String> {
-    let mut fewest = None;
+/// The longest prefix of [`QUESTION_SOURCE`] whose prompt has exactly `text_tokens` text
+/// tokens, and that count; where the chat template alone is longer (Qwen's ChatML takes
+/// 49 with a one-letter question), the shortest prompt there is.
+fn fit_question(model: &Model, image: &ImageBytes, text_tokens: usize) -> Result<(String, usize)> {
     let mut best = None;
     for (end, _) in QUESTION_SOURCE.char_indices().skip(1) {
         let question = &QUESTION_SOURCE[..end];
         let ids = model.prompt_ids(&first_question(question, image, 1))?;
         let count = ids.iter().filter(|&&id| id != IMAGE_TOKEN_INDEX).count();
-        fewest.get_or_insert(count);
+        if count > text_tokens && best.is_none() {
+            return Ok((question.to_string(), count));
+        }
         if count == text_tokens {
-            best = Some(question.to_string());
+            best = Some((question.to_string(), count));
         } else if count > text_tokens {
             break;
         }
@@ -106,8 +109,7 @@ fn fit_question(model: &Model, image: &ImageBytes, text_tokens: usize) -> Result
     best.with_context(|| {
         format!(
             "cannot build a prompt of exactly {text_tokens} text tokens with this tokenizer \
-             (the shortest has {})",
-            fewest.unwrap_or(0)
+             (its counts skip {text_tokens})"
         )
     })
 }
@@ -173,12 +175,12 @@ pub fn image_side(
             info.image_size,
             seconds(load_ms)
         ));
-        let question = fit_question(&model, image, protocol.text_tokens)?;
+        let (question, text_tokens) = fit_question(&model, image, protocol.text_tokens)?;
         let request = first_question(&question, image, protocol.generated_tokens);
         let mut session = model.new_session();
         let first = answer(&model, &mut session, &request)?;
         expect_full_answer(&first.stats, protocol.generated_tokens)?;
-        let prompt_tokens = info.visual_tokens + protocol.text_tokens;
+        let prompt_tokens = info.visual_tokens + text_tokens;
         if first.stats.prompt_tokens != prompt_tokens
             || first.stats.prompt_tokens_computed != prompt_tokens
         {

@@ -22,7 +22,8 @@ pub struct BenchReport {
     pub image_file: PathBuf,
     pub image_width: u32,
     pub image_height: u32,
-    /// Text tokens of the paper's prompt (Imp paper, Table 4: 41).
+    /// Text tokens of the paper's prompt (Imp paper, Table 4: 41), or the fewest the
+    /// model's chat template allows where that is more (Qwen1.5's: 49).
     pub text_tokens: usize,
     /// Tokens generated per answer (Imp paper, Table 4: 64).
     pub generated_tokens: usize,

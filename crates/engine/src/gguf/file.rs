@@ -18,8 +18,10 @@ use candle_nn::{LayerNorm, RmsNorm};
 use memmap2::Mmap;
 
 use crate::error::EngineError;
-use crate::kernels::{BlockBytes, KernelError, Q4KInterleaved, Q4_0Matrix, Q6KInterleaved};
-use crate::linear::{own_k_quants_are_faster, Linear};
+use crate::kernels::{
+    BlockBytes, KernelError, Q4KInterleaved, Q4_0Matrix, Q6KInterleaved, Q8_0Matrix,
+};
+use crate::linear::{own_interleaved_kernels_are_faster, Linear};
 
 /// An opened, checked GGUF file.
 pub struct GgufFile {
@@ -353,7 +355,7 @@ impl GgufFile {
         if let Some(matrix) = self.repacked_q4_0(&weight_name)? {
             return Ok(Linear::q4_0(matrix, bias));
         }
-        if let Some(linear) = self.repacked_k_quant(&weight_name, bias.clone())? {
+        if let Some(linear) = self.repacked_interleaved(&weight_name, bias.clone())? {
             return Ok(linear);
         }
         let weight = QMatMul::from_arc(self.qtensor(&weight_name)?)?;
@@ -379,16 +381,16 @@ impl GgufFile {
         Ok(Some(matrix))
     }
 
-    /// A Q4_K or Q6_K matrix repacked for the engine's own kernels straight from the map
-    /// (one copy, whose source pages are then handed back), where those kernels are the
-    /// ones that run K-quants ([`Linear::from_qmatmul`]'s rule).
-    fn repacked_k_quant(
+    /// A Q4_K, Q6_K or Q8_0 matrix repacked for the engine's own kernels straight from the
+    /// map (one copy, whose source pages are then handed back), where those kernels are
+    /// the ones that run them ([`Linear::from_qmatmul`]'s rule).
+    fn repacked_interleaved(
         &self,
         name: &str,
         bias: Option<Tensor>,
     ) -> Result<Option<Linear>, EngineError> {
         let tensor = self.tensor_bytes(name)?;
-        if !own_k_quants_are_faster() || tensor.shape.len() != 2 {
+        if !own_interleaved_kernels_are_faster() || tensor.shape.len() != 2 {
             return Ok(None);
         }
         let (bytes, rows, cols) = (tensor.bytes, tensor.shape[0], tensor.shape[1]);
@@ -400,6 +402,10 @@ impl GgufFile {
             ),
             GgmlDType::Q6K => Linear::q6_k(
                 Q6KInterleaved::from_q6_k(bytes, rows, cols).map_err(corrupt)?,
+                bias,
+            ),
+            GgmlDType::Q8_0 => Linear::q8_0(
+                Q8_0Matrix::from_blocks(bytes, rows, cols).map_err(corrupt)?,
                 bias,
             ),
             _ => return Ok(None),
