@@ -58,9 +58,9 @@ pub fn tokenizer(file: &GgufFile) -> Result<Tokenizer, EngineError> {
         )));
     }
     let token_id = |key: &str| file.usize(key).ok().filter(|&id| id < tokens.len());
+    // Optional: byte fallback spells out anything the vocabulary lacks.
     let unk = token_id("tokenizer.ggml.unknown_token_id")
-        .or_else(|| types.iter().position(|&t| t == TYPE_UNKNOWN))
-        .ok_or_else(|| fail("no unknown token".into()))?;
+        .or_else(|| types.iter().position(|&t| t == TYPE_UNKNOWN));
     let bos = token_id("tokenizer.ggml.bos_token_id");
     let add_bos = matches!(
         metadata.get("tokenizer.ggml.add_bos_token"),
@@ -78,7 +78,7 @@ pub fn tokenizer(file: &GgufFile) -> Result<Tokenizer, EngineError> {
         .iter()
         .enumerate()
         .filter(|(id, &kind)| {
-            *id == unk
+            Some(*id) == unk
                 || matches!(
                     kind,
                     TYPE_UNKNOWN | TYPE_CONTROL | TYPE_USER_DEFINED | TYPE_UNUSED
@@ -132,7 +132,7 @@ pub fn tokenizer(file: &GgufFile) -> Result<Tokenizer, EngineError> {
         "model": {
             "type": "BPE",
             "dropout": null,
-            "unk_token": tokens[unk],
+            "unk_token": unk.map(|unk| &tokens[unk]),
             "continuing_subword_prefix": null,
             "end_of_word_suffix": null,
             "fuse_unk": true,
@@ -170,4 +170,79 @@ fn merges(tokens: &[String], scores: &[f32], vocab: &Map<String, Json>) -> Vec<[
     }
     ranked.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
     ranked.into_iter().map(|(_, _, pair)| pair).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    /// A vocabulary of the bytes' `<0xNN>` tokens plus `▁`, `a`, `b`, `▁a` and `ab`, with
+    /// `unk` first when asked, as a GGUF file.
+    fn spm_file(with_unk: bool, dir: &std::path::Path) -> GgufFile {
+        let mut tokens: Vec<String> = Vec::new();
+        let mut types = Vec::new();
+        if with_unk {
+            tokens.push("<unk>".into());
+            types.push(TYPE_UNKNOWN as i32);
+        }
+        for b in 0..=255u8 {
+            tokens.push(format!("<0x{b:02X}>"));
+            types.push(6); // llama.cpp's BYTE
+        }
+        for text in [SPACE, "a", "b", "\u{2581}a", "ab"] {
+            tokens.push(text.into());
+            types.push(1); // NORMAL
+        }
+        let scores: Vec<Value> = (0..tokens.len()).map(|i| Value::F32(-(i as f32))).collect();
+        let metadata = [
+            ("general.architecture", Value::String("phi3".into())),
+            ("tokenizer.ggml.model", Value::String("llama".into())),
+            (
+                "tokenizer.ggml.tokens",
+                Value::Array(tokens.into_iter().map(Value::String).collect()),
+            ),
+            ("tokenizer.ggml.scores", Value::Array(scores)),
+            (
+                "tokenizer.ggml.token_type",
+                Value::Array(types.into_iter().map(Value::I32).collect()),
+            ),
+        ];
+        let tensor = QTensor::quantize(
+            &Tensor::zeros((1, 32), candle_core::DType::F32, &Device::Cpu).expect("zeros"),
+            GgmlDType::F32,
+        )
+        .expect("tensor");
+        let path = dir.join(format!("spm-{with_unk}.gguf"));
+        let mut file = std::fs::File::create(&path).expect("create");
+        let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        gguf_file::write(&mut file, &metadata, &[("t", &tensor)]).expect("write");
+        GgufFile::open(&path).expect("open")
+    }
+
+    /// SentencePiece vocabularies normally have `<unk>`, but byte fallback needs none: a
+    /// file without one still loads, and spells out what it lacks in byte tokens.
+    #[test]
+    fn a_vocabulary_without_an_unknown_token_falls_back_to_bytes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for with_unk in [true, false] {
+            let tokenizer = tokenizer(&spm_file(with_unk, dir.path())).expect("tokenizer");
+            let ids = tokenizer
+                .encode("ab a!", false)
+                .expect("encode")
+                .get_ids()
+                .to_vec();
+            let first = u32::from(with_unk);
+            let words = first + 256;
+            // "▁ab" has no token, and "▁a" outscores "ab": "▁a" "b"; then "▁a"; "!" has
+            // no token but its byte, 0x21.
+            assert_eq!(
+                ids,
+                vec![words + 3, words + 2, words + 3, first + 0x21],
+                "with <unk>: {with_unk}"
+            );
+        }
+    }
 }
