@@ -89,28 +89,22 @@ fn first_question(question: &str, image: &ImageBytes, max_new_tokens: usize) -> 
 }
 
 /// The longest prefix of [`QUESTION_SOURCE`] whose prompt has exactly `text_tokens` text
-/// tokens, and that count; where the chat template alone is longer (Qwen's ChatML takes
-/// 49 with a one-letter question), the shortest prompt there is.
+/// tokens, and that count; where no prefix has (Qwen's ChatML template alone takes 49
+/// with a one-letter question), the shortest prompt with more.
 fn fit_question(model: &Model, image: &ImageBytes, text_tokens: usize) -> Result<(String, usize)> {
     let mut best = None;
     for (end, _) in QUESTION_SOURCE.char_indices().skip(1) {
         let question = &QUESTION_SOURCE[..end];
         let ids = model.prompt_ids(&first_question(question, image, 1))?;
         let count = ids.iter().filter(|&&id| id != IMAGE_TOKEN_INDEX).count();
-        if count > text_tokens && best.is_none() {
-            return Ok((question.to_string(), count));
-        }
         if count == text_tokens {
             best = Some((question.to_string(), count));
         } else if count > text_tokens {
-            break;
+            return Ok(best.unwrap_or_else(|| (question.to_string(), count)));
         }
     }
     best.with_context(|| {
-        format!(
-            "cannot build a prompt of exactly {text_tokens} text tokens with this tokenizer \
-             (its counts skip {text_tokens})"
-        )
+        format!("the benchmark's question is too short for a prompt of {text_tokens} text tokens")
     })
 }
 
