@@ -193,6 +193,7 @@ def test_sse_stream_on_the_wire(server, model_id):
     result = subprocess.run(
         [
             "curl", "-sN", "-D", "-", "-H", f"Authorization: Bearer {API_KEY}",
+            "-H", "Content-Type: application/json",
             "--data-binary", request, f"{server.base_url}/chat/completions",
         ],
         capture_output=True, text=True, check=True, timeout=60,

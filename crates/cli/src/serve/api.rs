@@ -71,11 +71,15 @@ impl From<&GenerationStats> for Usage {
     }
 }
 
-/// OpenAI's `finish_reason`: "length" when cut by the token limit, "stop" otherwise.
+/// OpenAI's `finish_reason`: "stop" only for an answer the model ended itself (or a stop
+/// string ended); "length" for one cut short by the token limit or the context window.
 pub fn finish_reason(stats: &GenerationStats) -> &'static str {
     match stats.stop_reason {
-        Some(StopReason::MaxTokens) => "length",
-        _ => "stop",
+        Some(StopReason::EndOfTurn | StopReason::StopString) => "stop",
+        // The queue reports a cancelled answer as an error; should one get here, it is
+        // incomplete all the same.
+        Some(StopReason::MaxTokens | StopReason::ContextFull | StopReason::Cancelled) => "length",
+        None => "stop",
     }
 }
 
@@ -129,4 +133,25 @@ pub struct Delta {
     pub role: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(stop_reason: StopReason) -> &'static str {
+        finish_reason(&GenerationStats {
+            stop_reason: Some(stop_reason),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn only_an_answer_the_model_ended_is_stop() {
+        assert_eq!(reason(StopReason::EndOfTurn), "stop");
+        assert_eq!(reason(StopReason::StopString), "stop");
+        assert_eq!(reason(StopReason::MaxTokens), "length");
+        assert_eq!(reason(StopReason::ContextFull), "length");
+        assert_eq!(reason(StopReason::Cancelled), "length");
+    }
 }

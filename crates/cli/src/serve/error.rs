@@ -98,6 +98,73 @@ impl ApiError {
         )
     }
 
+    /// 413 before the body is read: its declared length is already over the limit.
+    pub fn declared_too_large(declared: u64, limit: usize) -> Self {
+        Self::too_large(format!(
+            "the request body is {declared} bytes, over the server's limit of {} MiB; \
+             send smaller or fewer images",
+            limit / (1024 * 1024)
+        ))
+    }
+
+    /// 408: the body trickled in too slowly (or stopped); the connection is closed.
+    pub fn body_timeout(seconds: u64) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "invalid_request_error",
+            Some("request_timeout"),
+            format!(
+                "the request body did not arrive within {seconds} s; send it in one go \
+                 (the connection is closed)"
+            ),
+        )
+    }
+
+    /// 415: only JSON bodies are answered, so that a web page cannot send a form or
+    /// `text/plain` request (which browsers send cross-origin without asking).
+    pub fn not_json(content_type: Option<&str>) -> Self {
+        let got = match content_type {
+            Some(value) => format!("got '{value}'"),
+            None => "the request has no Content-Type".into(),
+        };
+        Self::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "invalid_request_error",
+            Some("unsupported_media_type"),
+            format!(
+                "the request body must be JSON sent with 'Content-Type: application/json'; {got}"
+            ),
+        )
+    }
+
+    /// 403: a browser page from an origin that `--cors-origin` does not allow.
+    pub fn origin_not_allowed(origin: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            Some("origin_not_allowed"),
+            format!(
+                "requests from web pages at '{origin}' are refused; start the server with \
+                 --cors-origin {origin} to let that page use the API"
+            ),
+        )
+    }
+
+    /// 403: a `Host` this server does not answer to (DNS rebinding gives a page on any name
+    /// the server's address).
+    pub fn host_not_allowed(host: &str, name: &str, answers_to: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            Some("host_not_allowed"),
+            format!(
+                "requests for the host '{host}' are refused; this server answers to \
+                 {answers_to}; start it with --allow-host {name} if clients reach it by \
+                 that name"
+            ),
+        )
+    }
+
     pub fn queue_full(capacity: usize) -> Self {
         Self::new(
             StatusCode::TOO_MANY_REQUESTS,
@@ -116,6 +183,20 @@ impl ApiError {
             "server_error",
             Some("shutting_down"),
             "the server is shutting down",
+        )
+    }
+
+    /// 503 for an answer cut off by the server's shutdown: a client must not take the text
+    /// it got for a whole answer.
+    pub fn interrupted(generated_tokens: usize) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            Some("shutting_down"),
+            format!(
+                "the server is shutting down; the answer was cut off after \
+                 {generated_tokens} tokens and is incomplete"
+            ),
         )
     }
 
@@ -169,6 +250,16 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        // The body may be unread or half read: the connection cannot carry another request.
+        if matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::PAYLOAD_TOO_LARGE
+        ) {
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
         }
         response
     }

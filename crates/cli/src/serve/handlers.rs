@@ -5,10 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{HeaderMap, Method, Uri};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -20,6 +19,7 @@ use super::api::{
     finish_reason, AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, ModelList,
     ModelObject,
 };
+use super::body::{read_body, BodyLimits};
 use super::convert::{generate_request, Limits};
 use super::error::ApiError;
 use super::queue::{Job, JobEvent, ModelQueue};
@@ -30,6 +30,7 @@ pub struct AppState {
     pub model_name: String,
     pub started: u64,
     pub queue: ModelQueue,
+    pub body_limits: BodyLimits,
     pub limits: Limits,
 }
 
@@ -77,17 +78,10 @@ pub async fn method_not_allowed() -> ApiError {
 
 pub async fn chat_completions(
     State(app): State<SharedState>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(|rejection| match rejection.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::too_large(
-            "the request body is larger than the server's limit; send smaller images",
-        ),
-        _ => ApiError::invalid(format!(
-            "cannot read the request body: {}",
-            rejection.body_text()
-        )),
-    })?;
+    let body = read_body(&headers, body, &app.body_limits).await?;
     let request: ChatCompletionRequest = serde_json::from_slice(&body).map_err(|err| {
         ApiError::invalid(format!(
             "the request body is not a valid chat completion request: {err}"

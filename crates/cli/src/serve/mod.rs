@@ -2,18 +2,21 @@
 
 mod api;
 mod auth;
+mod body;
 mod convert;
 mod error;
+mod guard;
 mod handlers;
+mod listen;
 mod queue;
 mod stream;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::anyhow;
-use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderValue, Method};
 use axum::routing::{get, post};
 use axum::Router;
@@ -21,13 +24,25 @@ use tower_http::cors::CorsLayer;
 
 use crate::exit::{ExitKind, Failure, OrExit, Outcome};
 use crate::model_args::ModelArgs;
+use body::BodyLimits;
+use guard::RequestPolicy;
 use handlers::{AppState, SharedState};
+use listen::ConnectionLimits;
 use queue::ModelQueue;
 
 const API_KEY_VARIABLE: &str = "IMPCHAT_API_KEY";
 
 /// Largest request body accepted; a few full-size photos as base64 fit.
 const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+const BODY_LIMITS: BodyLimits = BodyLimits {
+    max_bytes: MAX_BODY_BYTES,
+    grace: Duration::from_secs(5),
+    min_bytes_per_second: 256 * 1024,
+};
+
+/// Connections beyond the queue's: the one being answered and a few quick GETs.
+const SPARE_CONNECTIONS: usize = 32;
 
 #[derive(clap::Args, Debug)]
 #[command(after_long_help = "\
@@ -49,8 +64,15 @@ pub struct ServeArgs {
 
     /// Require 'Authorization: Bearer KEY' on every request. The environment variable
     /// IMPCHAT_API_KEY does the same and keeps the key out of the process list.
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", value_parser = parse_api_key)]
     api_key: Option<String>,
+
+    /// Also answer requests addressed to this host name (repeatable), e.g. the machine's
+    /// name when clients use it with --host 0.0.0.0. Requests for localhost, 127.0.0.1,
+    /// [::1] and --host are always answered; others are refused, so that a web page cannot
+    /// reach the server by pointing its own name at this machine (DNS rebinding).
+    #[arg(long, value_name = "NAME")]
+    allow_host: Vec<String>,
 
     /// Requests that may wait while one is answered; more get 429.
     #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
@@ -65,6 +87,37 @@ pub struct ServeArgs {
     max_image_mib: u32,
 }
 
+fn parse_api_key(text: &str) -> Result<String, String> {
+    match auth::key_problem(text) {
+        Some(problem) => Err(format!(
+            "{problem}; give a key of visible characters, or leave out --api-key to serve \
+             without one"
+        )),
+        None => Ok(text.to_owned()),
+    }
+}
+
+/// `IMPCHAT_API_KEY`, refused like a bad `--api-key`: an empty variable (a script's unset
+/// `$KEY`, say) must not quietly serve without a key.
+fn key_from_environment() -> Result<Option<String>, Failure> {
+    let Some(key) = std::env::var_os(API_KEY_VARIABLE) else {
+        return Ok(None);
+    };
+    let Ok(key) = key.into_string() else {
+        return Err(Failure::usage(format!(
+            "{API_KEY_VARIABLE} is set, but not to valid UTF-8 text; set it to the key clients \
+             will send, or unset it to serve without a key"
+        )));
+    };
+    match auth::key_problem(&key) {
+        Some(problem) => Err(Failure::usage(format!(
+            "{API_KEY_VARIABLE} is set, but {problem}; set it to the key clients will send, \
+             or unset it to serve without a key"
+        ))),
+        None => Ok(Some(key)),
+    }
+}
+
 fn parse_origin(text: &str) -> Result<HeaderValue, String> {
     let valid = text == "*" || text.starts_with("http://") || text.starts_with("https://");
     match HeaderValue::from_str(text.trim_end_matches('/')) {
@@ -74,6 +127,11 @@ fn parse_origin(text: &str) -> Result<HeaderValue, String> {
 }
 
 pub fn run(args: ServeArgs) -> Outcome {
+    // Before the model loads, so that a bad key is reported at once.
+    let api_key = match args.api_key.clone() {
+        Some(key) => Some(key),
+        None => key_from_environment()?,
+    };
     let model = args.model.load()?;
     let info = model.info();
     let model_id = info.id.clone();
@@ -84,32 +142,37 @@ pub fn run(args: ServeArgs) -> Outcome {
         model_name,
         started: handlers::unix_seconds(),
         queue: queue.clone(),
+        body_limits: BODY_LIMITS,
         limits: convert::Limits {
             max_image_bytes: args.max_image_mib as usize * 1024 * 1024,
         },
     });
-    let api_key = args.api_key.clone().or_else(|| {
-        std::env::var(API_KEY_VARIABLE)
-            .ok()
-            .filter(|key| !key.is_empty())
-    });
-    let router = router(state, api_key.as_deref(), args.cors_origin.as_ref());
+    let policy = RequestPolicy::new(&args.host, &args.allow_host, args.cors_origin.as_ref());
+    let router = router(state, api_key.as_deref(), args.cors_origin.as_ref(), policy);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .or_exit(ExitKind::Failure)?;
-    runtime.block_on(listen(router, &args, api_key.is_some(), queue))
+    runtime.block_on(bind_and_serve(router, &args, api_key.is_some(), queue))
 }
 
-fn router(state: SharedState, api_key: Option<&str>, cors_origin: Option<&HeaderValue>) -> Router {
+/// The endpoints behind, from the outside in: the host and origin checks, CORS (which
+/// answers preflights), the API key, and the JSON content-type check.
+fn router(
+    state: SharedState,
+    api_key: Option<&str>,
+    cors_origin: Option<&HeaderValue>,
+    policy: RequestPolicy,
+) -> Router {
+    let chat =
+        post(handlers::chat_completions).layer(axum::middleware::from_fn(guard::require_json));
     let mut router = Router::new()
         .route("/v1/models", get(handlers::list_models))
         .route("/v1/models/{id}", get(handlers::get_model))
-        .route("/v1/chat/completions", post(handlers::chat_completions))
+        .route("/v1/chat/completions", chat)
         .fallback(handlers::route_not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
-        .with_state(state)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+        .with_state(state);
     if let Some(key) = api_key {
         let key: Arc<str> = Arc::from(key);
         router = router.layer(axum::middleware::from_fn_with_state(
@@ -124,10 +187,18 @@ fn router(state: SharedState, api_key: Option<&str>, cors_origin: Option<&Header
             .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE]);
         router = router.layer(cors);
     }
-    router
+    router.layer(axum::middleware::from_fn_with_state(
+        Arc::new(policy),
+        guard::check_host_and_origin,
+    ))
 }
 
-async fn listen(router: Router, args: &ServeArgs, has_key: bool, queue: ModelQueue) -> Outcome {
+async fn bind_and_serve(
+    router: Router,
+    args: &ServeArgs,
+    has_key: bool,
+    queue: ModelQueue,
+) -> Outcome {
     let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|err| {
@@ -150,16 +221,19 @@ async fn listen(router: Router, args: &ServeArgs, has_key: bool, queue: ModelQue
         );
     }
     eprintln!("impchat: serving on http://{address}/v1 (OpenAI-compatible); Ctrl+C stops");
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal(queue))
-        .await
-        .or_exit(ExitKind::Failure)?;
+    let limits = ConnectionLimits {
+        header_read_timeout: Duration::from_secs(5),
+        max_connections: usize::from(args.max_queue) + SPARE_CONNECTIONS,
+        shutdown_grace: Duration::from_secs(10),
+    };
+    listen::serve(listener, router, limits, shutdown_signal(queue)).await;
     eprintln!("impchat: server stopped");
     Ok(ExitCode::SUCCESS)
 }
 
-/// Ctrl+C or SIGTERM: stop the answer in progress, refuse queued requests, and let the
-/// open streams finish.
+/// Ctrl+C or SIGTERM: stop the answer in progress (its client gets an error, not a
+/// truncated answer passed off as whole), refuse queued requests, and let the open streams
+/// finish.
 async fn shutdown_signal(queue: ModelQueue) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]

@@ -143,10 +143,6 @@ struct Worker {
 impl Worker {
     fn run(mut self, mut queued: mpsc::Receiver<Job>) {
         while let Some(job) = queued.blocking_recv() {
-            if self.closing.load(Ordering::SeqCst) {
-                let _ = job.events.send(JobEvent::Failed(ApiError::shutting_down()));
-                continue;
-            }
             if job.cancel.is_cancelled() {
                 eprintln!(
                     "{}: the client went away while waiting in the queue",
@@ -154,8 +150,15 @@ impl Worker {
                 );
                 continue;
             }
+            // Published before `closing` is read: a `close` in between either sees this job
+            // and cancels it, or has already set `closing`.
             *self.running.lock().unwrap_or_else(PoisonError::into_inner) = Some(job.cancel.clone());
-            self.answer(job);
+            if self.closing.load(Ordering::SeqCst) {
+                let _ = job.events.send(JobEvent::Failed(ApiError::shutting_down()));
+            } else {
+                eprintln!("{}: answering", job.id);
+                self.answer(job);
+            }
             *self.running.lock().unwrap_or_else(PoisonError::into_inner) = None;
         }
     }
@@ -181,15 +184,21 @@ impl Worker {
         let elapsed_ms = started.elapsed().as_millis();
         match outcome {
             Ok(Ok(stats)) => {
-                log_answer(&job.id, &stats, reused, elapsed_ms);
-                if stats.stop_reason != Some(StopReason::Cancelled) {
+                let closing = self.closing.load(Ordering::SeqCst);
+                log_answer(&job.id, &stats, reused, elapsed_ms, closing);
+                let event = if stats.stop_reason == Some(StopReason::Cancelled) {
+                    // Cut off by a shutdown (or a client that left, which reads nothing):
+                    // a client still listening must not take the text for a whole answer.
+                    JobEvent::Failed(ApiError::interrupted(stats.generated_tokens))
+                } else {
                     let transcript = Transcript::after(&job.request, answer);
                     self.previous = Some(Previous {
                         session,
                         transcript,
                     });
-                }
-                let _ = job.events.send(JobEvent::Done(stats));
+                    JobEvent::Done(stats)
+                };
+                let _ = job.events.send(event);
             }
             Ok(Err(err)) => {
                 let err = ApiError::from_engine(err);
@@ -209,11 +218,13 @@ impl Worker {
     }
 }
 
-fn log_answer(id: &str, stats: &GenerationStats, reused: bool, elapsed_ms: u128) {
+fn log_answer(id: &str, stats: &GenerationStats, reused: bool, elapsed_ms: u128, closing: bool) {
     let outcome = match stats.stop_reason {
+        Some(StopReason::Cancelled) if closing => "cancelled (server shutting down)",
         Some(StopReason::Cancelled) => "cancelled (client went away)",
         Some(StopReason::MaxTokens) => "finished (max tokens)",
-        _ => "finished",
+        Some(StopReason::ContextFull) => "finished (context full)",
+        Some(StopReason::EndOfTurn | StopReason::StopString) | None => "finished",
     };
     let cache = if reused { ", session reused" } else { "" };
     eprintln!(
