@@ -49,7 +49,11 @@ const SPARE_CONNECTIONS: usize = 32;
 Endpoints: GET /v1/models, GET /v1/models/{id}, POST /v1/chat/completions (stream or not;
 images as data URLs). Requests that set no temperature are answered greedily (temperature 0);
 requests that set no max_tokens stop after 1024 tokens. One request is answered at a time, the
-others wait in a queue of --max-queue; when it is full the server answers 429.")]
+others wait in a queue of --max-queue; when it is full the server answers 429. Web pages are kept
+out: POST bodies must be sent as application/json (415 otherwise), a request with an Origin
+header needs --cors-origin (403), and one for a host name other than localhost, 127.0.0.1,
+[::1], --host or an --allow-host is refused (403). Headers must arrive within 5 s, bodies at
+256 KiB/s or more.")]
 pub struct ServeArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
