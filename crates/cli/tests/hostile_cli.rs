@@ -353,6 +353,30 @@ fn models_and_convert_into_a_full_disk_exit_1() {
     );
 }
 
+#[test]
+fn bench_into_a_full_disk_exits_1() {
+    let cache = tempfile::tempdir().expect("temp dir");
+    let cache = cache.path().display().to_string();
+    let args = [
+        "bench",
+        "--size",
+        "tiny",
+        "--runs",
+        "1",
+        "--long-tokens",
+        "0",
+        "--cache",
+        &cache,
+    ];
+    let output = with_full_stdout(&args, "");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("impchat: cannot write to stdout"),
+        "{stderr}"
+    );
+}
+
 // ---- 7. Advice that can be followed ----
 
 #[test]
