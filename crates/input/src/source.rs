@@ -79,6 +79,7 @@ enum FileKind {
     Regular,
     Directory,
     /// A pipe or FIFO: it ends when its writer closes it, which may take a while.
+    #[cfg_attr(not(unix), allow(dead_code))] // only Unix tells FIFOs apart
     Pipe,
     /// Anything else (a device, a socket): described for the error message.
     Special(&'static str),
