@@ -1,6 +1,6 @@
 //! `impchat ask`: one question, the answer streamed to stdout (or one JSON object).
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -10,18 +10,24 @@ use impchat_engine::{
 use serde::Serialize;
 
 use crate::exit::{ExitKind, Failure, OrExit, Outcome};
-use crate::images::read_image;
+use crate::images::{read_image, ImageReadArgs};
 use crate::interrupt::Interrupt;
 use crate::model_args::{ModelArgs, SamplingArgs};
+use crate::output;
+use crate::stop_note::{answer_stop_reason, cut_off_note};
 
 #[derive(clap::Args, Debug)]
 pub struct AskArgs {
     #[command(flatten)]
     pub(crate) model: ModelArgs,
 
-    /// Image to ask about; repeat the flag for several images (they are shown in order).
+    /// Image to ask about; repeat the flag for several images (they are shown in order);
+    /// "-" reads one from stdin.
     #[arg(long = "image", value_name = "FILE")]
     images: Vec<PathBuf>,
+
+    #[command(flatten)]
+    image_read: ImageReadArgs,
 
     /// System prompt [default: the model family's own].
     #[arg(long, value_name = "S")]
@@ -40,6 +46,7 @@ pub struct AskArgs {
 }
 
 pub fn run(args: AskArgs) -> Outcome {
+    check_stdin_use(&args)?;
     let question = read_question(&args.question)?;
     if question.trim().is_empty() && args.images.is_empty() {
         return Err(Failure::usage(
@@ -48,7 +55,7 @@ pub fn run(args: AskArgs) -> Outcome {
     }
     let mut message = ChatMessage::user(question);
     for path in &args.images {
-        message = message.with_image(read_image(path)?.bytes);
+        message = message.with_image(read_image(path, args.image_read.timeout())?.bytes);
     }
     let interrupt = Interrupt::install()?;
     let model = args.model.load()?;
@@ -65,18 +72,18 @@ pub fn run(args: AskArgs) -> Outcome {
     let cancel = interrupt.begin_answer();
     let result = session.generate(&request, &cancel, &mut |event| {
         if let GenerationEvent::Token { text } = event {
-            if printer.push(&text).is_err() {
-                // stdout was closed (e.g. piped into `head`): nobody reads the rest.
+            if !printer.push(&text) {
+                // Nobody can read the rest: stdout was closed (`| head`) or failed.
                 cancel.cancel();
             }
         }
     });
     let interrupted = interrupt.end_answer();
-    let stats = result.map_err(|err| Failure::generation(err, &args.images))?;
-
-    if printer.stdout_closed {
-        return Ok(ExitCode::SUCCESS);
+    let mut stats = result.map_err(|err| Failure::generation(err, &args.images))?;
+    if let Some(err) = printer.write_error.take() {
+        return Err(output::stdout_failure(err));
     }
+    stats.stop_reason = answer_stop_reason(&stats, request.max_new_tokens);
     if args.json {
         let report = AskReport {
             answer: &printer.answer,
@@ -84,14 +91,33 @@ pub fn run(args: AskArgs) -> Outcome {
             provenance: Provenance::new(model.info(), &request, &args.images),
         };
         let json = serde_json::to_string(&report).or_exit(ExitKind::Failure)?;
-        println!("{json}");
+        output::print_line(&json)?;
     } else {
-        printer.finish_line().or_exit(ExitKind::Failure)?;
+        printer.finish_line().map_err(output::stdout_failure)?;
+        if let Some(note) = cut_off_note(&stats, model.info().context_length) {
+            eprintln!("impchat: {note}; shorten the question or attach fewer images");
+        }
     }
     if interrupted {
         return Ok(ExitKind::Interrupted.code());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// stdin can feed one thing: the question or one image.
+fn check_stdin_use(args: &AskArgs) -> Result<(), Failure> {
+    let stdin_images = args.images.iter().filter(|p| p.as_os_str() == "-").count();
+    if stdin_images > 1 {
+        return Err(Failure::usage(
+            "--image - is given more than once; stdin holds one image, pass the others by path",
+        ));
+    }
+    if stdin_images == 1 && args.question == "-" {
+        return Err(Failure::usage(
+            "the question and --image - both read stdin; type the question as an argument",
+        ));
+    }
+    Ok(())
 }
 
 fn read_question(arg: &str) -> Result<String, Failure> {
@@ -109,7 +135,8 @@ fn read_question(arg: &str) -> Result<String, Failure> {
 struct AnswerPrinter {
     stream: bool,
     answer: String,
-    stdout_closed: bool,
+    /// Why stdout stopped taking the answer; nothing more is written after it.
+    write_error: Option<std::io::Error>,
 }
 
 impl AnswerPrinter {
@@ -117,19 +144,26 @@ impl AnswerPrinter {
         Self {
             stream,
             answer: String::new(),
-            stdout_closed: false,
+            write_error: None,
         }
     }
 
-    fn push(&mut self, delta: &str) -> std::io::Result<()> {
+    /// Keeps `delta` and streams it; false once stdout no longer takes the answer.
+    fn push(&mut self, delta: &str) -> bool {
         self.answer.push_str(delta);
-        if !self.stream || self.stdout_closed {
-            return Ok(());
+        if !self.stream {
+            return true;
         }
-        let mut out = std::io::stdout().lock();
-        let written = out.write_all(delta.as_bytes()).and_then(|()| out.flush());
-        self.stdout_closed = written.is_err();
-        written
+        if self.write_error.is_some() {
+            return false;
+        }
+        match output::write_flushed(delta.as_bytes()) {
+            Ok(()) => true,
+            Err(err) => {
+                self.write_error = Some(err);
+                false
+            }
+        }
     }
 
     /// Ends the streamed answer with a newline so the shell prompt starts on its own line.
@@ -137,9 +171,7 @@ impl AnswerPrinter {
         if self.answer.ends_with('\n') {
             return Ok(());
         }
-        let mut out = std::io::stdout().lock();
-        out.write_all(b"\n")?;
-        out.flush()
+        output::write_flushed(b"\n")
     }
 }
 

@@ -19,6 +19,7 @@ use impchat_engine::gguf::GgufFile;
 use impchat_engine::ImageBytes;
 
 use crate::exit::{ExitKind, Failure, OrExit, Outcome};
+use crate::output;
 use measure::Protocol;
 use report::BenchReport;
 use shapes::BenchSize;
@@ -32,16 +33,26 @@ pub struct BenchArgs {
     #[arg(long, default_value = "q4_k_m", value_parser = crate::convert_cmd::parse_lm)]
     quant: LmQuant,
     /// CPU threads for the model math [default: all cores].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub(crate) threads: Option<u16>,
     /// Runs per figure (each from a fresh load); the medians are reported.
-    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, allow_negative_numbers = true, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     runs: u16,
     /// Length of the long answer whose decode speed is also measured (0 skips it).
-    #[arg(long, value_name = "TOKENS", default_value_t = 512)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "TOKENS",
+        default_value_t = 512
+    )]
     long_tokens: usize,
     /// Runs of the long answer (it takes 8x as long as the 64-token one).
-    #[arg(long, value_name = "N", default_value_t = 1)]
+    #[arg(
+        long,
+        allow_negative_numbers = true,
+        value_name = "N",
+        default_value_t = 1
+    )]
     long_runs: usize,
     /// Folder the random-weight model files are built in once and reused from
     /// [default: impchat-bench in the system temporary folder].
@@ -139,9 +150,9 @@ pub fn run(args: BenchArgs) -> Outcome {
     };
     if args.json {
         let json = serde_json::to_string_pretty(&report).or_exit(ExitKind::Failure)?;
-        println!("{json}");
+        output::print_line(&json)?;
     } else {
-        print!("{}", report.table());
+        output::print(&report.table())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,7 +1,6 @@
 //! `impchat chat`: an interactive terminal chat that keeps the model's session (and so its
 //! cache) across turns.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,10 +12,12 @@ use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
 
 use crate::exit::{ExitKind, Failure, OrExit, Outcome};
-use crate::images::read_image;
+use crate::images::{read_image, ImageReadArgs};
 use crate::interrupt::Interrupt;
 use crate::model_args::{ModelArgs, SamplingArgs};
+use crate::output;
 use crate::save::{app_data_dir, Recorder};
+use crate::stop_note::{answer_stop_reason, cut_off_note};
 
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
@@ -29,6 +30,9 @@ pub struct ChatArgs {
 
     #[command(flatten)]
     sampling: SamplingArgs,
+
+    #[command(flatten)]
+    image_read: ImageReadArgs,
 
     /// Save the conversation where the ImpChat app keeps its chats, so it shows up there.
     #[arg(long)]
@@ -76,7 +80,7 @@ pub fn run(args: ChatArgs) -> Outcome {
         }
         match Input::parse(&line) {
             Input::Nothing => {}
-            Input::Question(text) => chat.answer(text, &interrupt),
+            Input::Question(text) => chat.answer(text, &interrupt)?,
             Input::AttachImage(path) => chat.attach(path),
             Input::MissingImagePath => eprintln!("usage: /image PATH"),
             Input::Reset => chat.reset(),
@@ -161,6 +165,8 @@ struct Chat<'a> {
     messages: Vec<ChatMessage>,
     staged: Vec<(PathBuf, ImageBytes)>,
     recorder: Option<Recorder>,
+    image_read: ImageReadArgs,
+    context_length: usize,
 }
 
 impl<'a> Chat<'a> {
@@ -172,6 +178,8 @@ impl<'a> Chat<'a> {
             messages: Vec::new(),
             staged: Vec::new(),
             recorder,
+            image_read: args.image_read,
+            context_length: model.info().context_length,
         }
     }
 
@@ -184,7 +192,11 @@ impl<'a> Chat<'a> {
     }
 
     fn attach(&mut self, path: PathBuf) {
-        match read_image(&path) {
+        if path.as_os_str() == impchat_input::source::STDIN {
+            eprintln!("stdin is where the chat reads your questions; /image takes a file's path");
+            return;
+        }
+        match read_image(&path, self.image_read.timeout()) {
             Ok(image) => {
                 eprintln!(
                     "attached {} ({}, {}x{}); it goes with your next question",
@@ -209,7 +221,8 @@ impl<'a> Chat<'a> {
         eprintln!("new conversation");
     }
 
-    fn answer(&mut self, question: String, interrupt: &Interrupt) {
+    /// Answers `question`; fails only when stdout no longer takes the answer.
+    fn answer(&mut self, question: String, interrupt: &Interrupt) -> Result<(), Failure> {
         let (paths, images): (Vec<PathBuf>, Vec<ImageBytes>) = self.staged.drain(..).unzip();
         let mut message = ChatMessage::user(question);
         message.images = images;
@@ -226,28 +239,37 @@ impl<'a> Chat<'a> {
         let mut answer = String::new();
         let cancel = interrupt.begin_answer();
         let recorder = &mut self.recorder;
+        let mut write_error = None;
         let result = self.session.generate(&request, &cancel, &mut |event| {
             if let GenerationEvent::Token { text } = event {
                 if let (Some(recorder), Some(record)) = (recorder.as_mut(), record.as_mut()) {
                     recorder.append(record, &text);
                 }
                 answer.push_str(&text);
-                let mut out = std::io::stdout().lock();
-                // A closed terminal ends the chat at the next prompt anyway.
-                let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+                if write_error.is_none() {
+                    if let Err(err) = output::write_flushed(text.as_bytes()) {
+                        // Nobody sees the rest of this answer, nor any later one.
+                        write_error = Some(err);
+                        cancel.cancel();
+                    }
+                }
             }
         });
         interrupt.end_answer();
-        if !answer.ends_with('\n') {
-            println!();
+        if write_error.is_none() && !answer.ends_with('\n') {
+            write_error = output::write_flushed(b"\n").err();
         }
 
         match result {
-            Ok(stats) => {
+            Ok(mut stats) => {
+                stats.stop_reason = answer_stop_reason(&stats, request.max_new_tokens);
                 if let (Some(recorder), Some(record)) = (self.recorder.as_mut(), record) {
                     recorder.finish(record, &request, Ok(&stats));
                 }
                 eprintln!("{}", stats_line(&stats));
+                if let Some(note) = cut_off_note(&stats, self.context_length) {
+                    eprintln!("{note}; type /reset to start a new conversation");
+                }
                 self.messages.push(ChatMessage::assistant(answer));
             }
             Err(err) => {
@@ -263,6 +285,10 @@ impl<'a> Chat<'a> {
                     eprintln!("type /reset to start a new conversation");
                 }
             }
+        }
+        match write_error {
+            Some(err) => Err(output::stdout_failure(err)),
+            None => Ok(()),
         }
     }
 
@@ -284,6 +310,7 @@ fn stats_line(stats: &GenerationStats) -> String {
     let stopped = match stats.stop_reason {
         Some(StopReason::Cancelled) => "stopped; ",
         Some(StopReason::MaxTokens) => "cut at --max-tokens; ",
+        Some(StopReason::ContextFull) => "cut off, the context is full; ",
         _ => "",
     };
     let cached = stats

@@ -1,6 +1,6 @@
 //! `impchat convert`: a Hugging Face Imp checkpoint into a language-model GGUF and its mmproj.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::Args;
@@ -9,6 +9,7 @@ use impchat_convert::{
 };
 
 use crate::exit::{ExitKind, Failure, Outcome};
+use crate::output;
 use crate::progress_line::{human_bytes, ProgressLine};
 
 #[derive(Args)]
@@ -37,6 +38,7 @@ fn parse_vision(text: &str) -> Result<VisionQuant, String> {
 }
 
 pub fn run(args: ConvertArgs) -> Outcome {
+    check_out_dir(&args.out_dir)?;
     let opts = ConvertOptions {
         lm: args.quant,
         vision: args.vision,
@@ -59,14 +61,35 @@ pub fn run(args: ConvertArgs) -> Outcome {
     line.finish();
     let output = result.map_err(convert_failure)?;
     for file in [&output.language_model, &output.projector] {
-        println!(
+        output::print_line(&format!(
             "wrote {} ({}, {} tensors)",
             file.path.display(),
             human_bytes(file.bytes),
             file.tensors
-        );
+        ))?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The converter writes two files into a folder; a file path there is a mistake to name
+/// before any work is done.
+fn check_out_dir(out_dir: &Path) -> Result<(), Failure> {
+    let looks_like_file = out_dir
+        .extension()
+        .is_some_and(|ext| ext.eq_ignore_ascii_case("gguf"));
+    if out_dir.is_file() || (looks_like_file && !out_dir.is_dir()) {
+        return Err(Failure::usage(format!(
+            "OUT_DIR '{}' is a file path, but convert writes two files (the language model and \
+             its mmproj-*.gguf) into a folder; pass a folder, e.g. '{}'",
+            out_dir.display(),
+            out_dir
+                .parent()
+                .filter(|parent| !parent.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .display()
+        )));
+    }
+    Ok(())
 }
 
 fn convert_failure(err: ConvertError) -> Failure {
@@ -77,6 +100,10 @@ fn convert_failure(err: ConvertError) -> Failure {
         ConvertError::UnsupportedQuant { .. } | ConvertError::InvalidName { .. } => {
             Failure::usage(err)
         }
+        ConvertError::OutputExists { path } => Failure::bad_input(format!(
+            "{} already exists; remove it, or pass --overwrite to replace it",
+            path.display()
+        )),
         other => Failure::bad_input(other),
     }
 }

@@ -54,10 +54,14 @@ impl Failure {
 
     /// The message on one line, context first ("cannot read image 'x': reason").
     pub fn message(&self) -> String {
-        one_line(&format!("{:#}", self.error))
+        one_line(&chain_text(&self.error))
     }
 
     pub fn report(self) -> ExitCode {
+        if self.error.is::<crate::output::StdoutClosed>() {
+            // `impchat ... | head`: the reader has what it wanted.
+            return ExitCode::SUCCESS;
+        }
         eprintln!("impchat: {}", self.message());
         self.kind.code()
     }
@@ -65,7 +69,11 @@ impl Failure {
     pub fn model_load(path: &Path, err: EngineError) -> Self {
         Self::new(
             ExitKind::ModelLoad,
-            anyhow!("cannot load the model at '{}': {err}", path.display()),
+            anyhow!(
+                "cannot load the model at '{}': {}",
+                path.display(),
+                with_cli_flags(&err.to_string())
+            ),
         )
     }
 
@@ -83,12 +91,23 @@ impl Failure {
             EngineError::EmptyPrompt
             | EngineError::ContextOverflow { .. }
             | EngineError::InvalidRequest(_) => Self::bad_input(err),
+            other if lacks_vision_file(&other) => Self::bad_input(
+                "this model was loaded without its vision file (mmproj-*.gguf), so it cannot \
+                 look at images; pass that file with --mmproj PATH, or ask without --image",
+            ),
             other => Self::new(
                 ExitKind::Failure,
                 anyhow!("the model failed while answering: {other}"),
             ),
         }
     }
+}
+
+/// A `.gguf` model loaded text-only (no mmproj) was sent an image. Matched on the engine's
+/// message until its typed variant (`EngineError::NoVisionTower`, in the engine's branch)
+/// is here to match on instead.
+fn lacks_vision_file(err: &EngineError) -> bool {
+    err.to_string().contains("no vision projector")
 }
 
 /// Lets `?` turn any error into a [`Failure`] with a chosen exit code.
@@ -130,6 +149,34 @@ pub fn report_usage(err: clap::Error) -> ExitCode {
     }
 }
 
+/// The error and its causes, "context: cause", leaving out a cause whose text the message
+/// already holds (errors that print their source and also return it from `source()`).
+fn chain_text(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.contains(&cause) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause);
+    }
+    text
+}
+
+/// Engine messages written for programmers name `LoadOptions` fields; a terminal user has
+/// the flag instead.
+fn with_cli_flags(message: &str) -> String {
+    message
+        .replace(
+            "name the right one explicitly (LoadOptions::mmproj)",
+            "name the right one with --mmproj PATH",
+        )
+        .replace("LoadOptions::mmproj", "--mmproj PATH")
+}
+
 fn one_line(text: &str) -> String {
     text.lines()
         .map(str::trim)
@@ -161,6 +208,30 @@ mod tests {
             failure.message(),
             "cannot read image 'scan.pdf': this is a PDF"
         );
+    }
+
+    #[test]
+    fn a_cause_the_message_already_shows_is_not_repeated() {
+        let io = std::io::Error::other("File exists (os error 17)");
+        let err = impchat_convert::ConvertError::Write {
+            path: PathBuf::from("out.gguf"),
+            source: io,
+        };
+        let message = Failure::new(ExitKind::Failure, err).message();
+        assert_eq!(message.matches("File exists").count(), 1, "{message}");
+    }
+
+    #[test]
+    fn engine_advice_names_the_flag_not_the_api() {
+        let err = EngineError::InvalidConfig {
+            path: PathBuf::from("m.gguf"),
+            reason: "found 2 vision files next to it; keep exactly one or name the right one \
+                     explicitly (LoadOptions::mmproj)"
+                .into(),
+        };
+        let message = Failure::model_load(Path::new("m.gguf"), err).message();
+        assert!(message.contains("--mmproj PATH"), "{message}");
+        assert!(!message.contains("LoadOptions"), "{message}");
     }
 
     #[test]

@@ -10,9 +10,11 @@ mod images;
 mod interrupt;
 mod model_args;
 mod models_cmd;
+mod output;
 mod progress_line;
 mod save;
 mod serve;
+mod stop_note;
 
 use std::process::ExitCode;
 

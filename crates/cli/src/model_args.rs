@@ -1,10 +1,11 @@
 //! Flags shared by the subcommands: which model to load and how to sample its answers.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use anyhow::anyhow;
 use impchat_engine::{LoadOptions, Model, SamplingParams};
 
-use crate::exit::Failure;
+use crate::exit::{ExitKind, Failure};
 
 #[derive(clap::Args, Debug)]
 pub struct ModelArgs {
@@ -13,50 +14,144 @@ pub struct ModelArgs {
     #[arg(long, value_name = "PATH")]
     pub model: PathBuf,
 
+    /// The vision GGUF (mmproj-*.gguf) to use with a .gguf --model [default: the one
+    /// beside it].
+    #[arg(long, value_name = "PATH")]
+    pub mmproj: Option<PathBuf>,
+
     /// CPU threads for the model math [default: all cores].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, value_name = "N", allow_negative_numbers = true,
+          value_parser = clap::value_parser!(u16).range(1..))]
     pub threads: Option<u16>,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Model, Failure> {
-        if !self.model.exists() {
-            return Err(Failure::new(
-                crate::exit::ExitKind::ModelLoad,
-                anyhow::anyhow!(
-                    "cannot load the model at '{}': no such file or folder; pass the folder of an \
-                     Imp checkpoint (config.json, tokenizer files, *.safetensors) or a .gguf file",
+        let cannot_load = |reason: String| {
+            Failure::new(
+                ExitKind::ModelLoad,
+                anyhow!(
+                    "cannot load the model at '{}': {reason}",
                     self.model.display()
+                ),
+            )
+        };
+        if !self.model.exists() {
+            return Err(cannot_load(
+                "no such file or folder; pass the folder of an Imp checkpoint (config.json, \
+                 tokenizer files, *.safetensors) or a .gguf file"
+                    .into(),
+            ));
+        }
+        if self.model.is_dir() && !self.model.join("config.json").exists() {
+            if let Some(advice) = gguf_folder_advice(&self.model) {
+                return Err(cannot_load(advice));
+            }
+        }
+        // The engine is gaining more options (its own mmproj); the rest keep their defaults.
+        #[allow(clippy::needless_update)]
+        let options = LoadOptions {
+            threads: self.threads.map(usize::from),
+            ..LoadOptions::default()
+        };
+        let loaded = match &self.mmproj {
+            None => Model::load(&self.model, &options),
+            Some(mmproj) => {
+                self.check_mmproj(mmproj)?;
+                Model::load_gguf(&self.model, Some(mmproj), &options)
+            }
+        };
+        loaded.map_err(|err| Failure::model_load(&self.model, err))
+    }
+
+    fn check_mmproj(&self, mmproj: &Path) -> Result<(), Failure> {
+        if !is_gguf_file(&self.model) {
+            return Err(Failure::usage(format!(
+                "--mmproj goes with a .gguf --model; '{}' is not a .gguf file (a checkpoint \
+                 folder holds its own vision tower)",
+                self.model.display()
+            )));
+        }
+        if !mmproj.is_file() {
+            return Err(Failure::new(
+                ExitKind::ModelLoad,
+                anyhow!(
+                    "cannot load the vision GGUF '{}' named by --mmproj: no such file; pass the \
+                     mmproj-*.gguf that `impchat convert` wrote beside the language model",
+                    mmproj.display()
                 ),
             ));
         }
-        let options = LoadOptions {
-            threads: self.threads.map(usize::from),
-        };
-        Model::load(&self.model, &options).map_err(|err| Failure::model_load(&self.model, err))
+        Ok(())
+    }
+}
+
+fn is_gguf_file(path: &Path) -> bool {
+    path.is_file()
+        && path
+            .extension()
+            .is_some_and(|ext| ext.eq_ignore_ascii_case("gguf"))
+}
+
+/// A folder without config.json that holds GGUF files: the user meant one of the files.
+fn gguf_folder_advice(dir: &Path) -> Option<String> {
+    let mut language_models = Vec::new();
+    let mut vision = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if !is_gguf_file(&path) {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("mmproj-") {
+            vision.push(name);
+        } else {
+            language_models.push(name);
+        }
+    }
+    language_models.sort();
+    vision.sort();
+    let in_dir = |name: &str| dir.join(name).display().to_string();
+    match (language_models.as_slice(), vision.as_slice()) {
+        ([], []) => None,
+        ([], [first, ..]) => Some(format!(
+            "this folder holds only the vision GGUF {}; pass the language-model .gguf \
+             (--model PATH.gguf --mmproj {})",
+            vision.join(", "),
+            in_dir(first)
+        )),
+        ([one], _) => Some(format!(
+            "this folder has no config.json but holds {one}: pass --model {}",
+            in_dir(one)
+        )),
+        (many, _) => Some(format!(
+            "this folder has no config.json but holds {}: pass one of them, e.g. --model {}",
+            many.join(", "),
+            in_dir(&many[0])
+        )),
     }
 }
 
 #[derive(clap::Args, Debug)]
 pub struct SamplingArgs {
     /// Sampling temperature; 0 always picks the most likely token (greedy, reproducible).
-    #[arg(long = "temp", value_name = "T", default_value_t = 0.0, value_parser = parse_temperature)]
+    #[arg(long = "temp", visible_alias = "temperature", value_name = "T", allow_negative_numbers = true, default_value_t = 0.0, value_parser = parse_temperature)]
     pub temperature: f64,
 
     /// Nucleus sampling: sample only from the most likely tokens covering probability P.
-    #[arg(long, value_name = "P", value_parser = parse_top_p)]
+    #[arg(long, value_name = "P", allow_negative_numbers = true, value_parser = parse_top_p)]
     pub top_p: Option<f64>,
 
     /// Sample only from the K most likely tokens.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "K", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub top_k: Option<u32>,
 
     /// Random seed for sampling; the same seed and settings give the same answer.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub seed: Option<u64>,
 
     /// Stop after this many generated tokens.
-    #[arg(long, value_name = "N", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 512, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_tokens: u32,
 
     /// End the answer where this text appears (may be given several times).

@@ -11,6 +11,7 @@ use impchat_models::{
 use serde::Serialize;
 
 use crate::exit::{ExitKind, Failure, OrExit, Outcome};
+use crate::output;
 use crate::progress_line::human_bytes;
 
 mod pull;
@@ -68,7 +69,7 @@ pub fn run(args: ModelsArgs) -> Outcome {
         ModelsCommand::Remove { id } => {
             let id = model_id(&id)?;
             let freed = models::remove(&dir, &id).map_err(store_failure)?;
-            println!("removed {id} ({} freed)", human_bytes(freed));
+            output::print_line(&format!("removed {id} ({} freed)", human_bytes(freed)))?;
             Ok(ExitCode::SUCCESS)
         }
         ModelsCommand::Verify { id } => verify(&dir, &id),
@@ -173,14 +174,14 @@ fn list(dir: &Path, json: bool) -> Outcome {
             .map(|u| serde_json::json!({"path": u.path, "reason": u.reason}))
             .collect();
         let out = serde_json::json!({"models_dir": dir, "models": rows, "unreadable": unreadable});
-        println!("{out}");
+        output::print_line(&out.to_string())?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("models folder: {}", dir.display());
-    println!(
+    output::print_line(&format!("models folder: {}", dir.display()))?;
+    output::print_line(&format!(
         "{:<28} {:<10} {:>10} {:>10}  {:<5}  COMMIT",
         "ID", "STATE", "ON DISK", "DOWNLOAD", "FITS"
-    );
+    ))?;
     for row in &rows {
         let state = if row.installed { "installed" } else { "-" };
         let size = row.size_on_disk.map_or("-".into(), human_bytes);
@@ -195,10 +196,10 @@ fn list(dir: &Path, json: bool) -> Outcome {
             .commit
             .as_deref()
             .map_or("-".into(), |c| c.chars().take(12).collect());
-        println!(
+        output::print_line(&format!(
             "{:<28} {state:<10} {size:>10} {download:>10}  {fits:<5}  {commit}",
             row.id
-        );
+        ))?;
     }
     for bad in &listing.unreadable {
         eprintln!("impchat: skipped {}: {}", bad.path.display(), bad.reason);
@@ -235,12 +236,12 @@ fn import(dir: &Path, path: &Path, id: Option<String>) -> Outcome {
     ctrlc::set_handler(move || handler_cancel.cancel()).or_exit(ExitKind::Failure)?;
     match models::import_checkpoint(dir, path, &id, &cancel) {
         Ok((installed, _report)) => {
-            println!(
+            output::print_line(&format!(
                 "imported {} at {} ({})",
                 installed.id,
                 installed.path.display(),
                 human_bytes(installed.size_on_disk)
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(ImportError::Checkpoint(err)) => Err(checkpoint_failure(path, err)),
@@ -258,11 +259,11 @@ fn verify(dir: &Path, id: &str) -> Outcome {
     let id = model_id(id)?;
     let report = models::verify(dir, &id).map_err(store_failure)?;
     if report.is_ok() {
-        println!(
+        output::print_line(&format!(
             "{id}: {} files, {} verified",
             report.files_checked,
             human_bytes(report.bytes_checked)
-        );
+        ))?;
         return Ok(ExitCode::SUCCESS);
     }
     let problems: Vec<String> = report.problems.iter().map(ToString::to_string).collect();

@@ -11,6 +11,7 @@ use impchat_models::{
 
 use super::{catalog, store_failure};
 use crate::exit::{ExitKind, Failure, OrExit, Outcome};
+use crate::output;
 use crate::progress_line::{human_bytes, human_duration, ProgressLine};
 
 pub fn pull(dir: &Path, id: &str, quant: Option<LmQuant>) -> Outcome {
@@ -49,12 +50,12 @@ pub fn pull(dir: &Path, id: &str, quant: Option<LmQuant>) -> Outcome {
             } else {
                 String::new()
             };
-            println!(
+            output::print_line(&format!(
                 "installed {} at {} ({}{resumed})",
                 installed.id,
                 installed.path.display(),
                 human_bytes(installed.size_on_disk)
-            );
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         Err(PullError::Cancelled) => Err(Failure::new(ExitKind::Interrupted, PullError::Cancelled)),
