@@ -32,6 +32,7 @@ impl ModelArgs {
         }
         let options = LoadOptions {
             threads: self.threads.map(usize::from),
+            ..LoadOptions::default()
         };
         Model::load(&self.model, &options).map_err(|err| Failure::model_load(&self.model, err))
     }

@@ -9,10 +9,12 @@
 //! - [`template`]: [`template::ChatTemplate`] renders Imp's Phi-2, ChatML and Phi-3 prompts.
 //! - [`splice`]: [`splice::tokenize_prompt`] splits a prompt on `<image>` into
 //!   [`splice::PromptPiece`]s, as Imp's `tokenizer_image_token`.
+//! - [`files`]: only regular files are opened, small ones with a size cap.
 //! - [`detokenize`]: [`detokenize::TextStream`] turns ids into UTF-8-safe text deltas;
 //!   [`detokenize::StopMatcher`] cuts the text at stop strings without leaking their prefixes.
 
 pub mod detokenize;
+pub mod files;
 pub mod image;
 pub mod splice;
 pub mod template;
