@@ -64,11 +64,17 @@ impl GgufFile {
         // in ImpChat's own folder and are replaced by rename, never rewritten in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
         let file_len = map.len() as u64;
-        let content =
-            Content::read(&mut Cursor::new(&map[..])).map_err(|e| EngineError::CorruptWeights {
-                path: path.to_path_buf(),
-                reason: format!("unreadable GGUF header: {e}"),
-            })?;
+        // candle's reader divides by the header's `general.alignment` unchecked: a crafted
+        // 0 panics inside it, which is a corrupt header like any other.
+        let read = std::panic::catch_unwind(|| Content::read(&mut Cursor::new(&map[..])));
+        let corrupt = |reason: String| EngineError::CorruptWeights {
+            path: path.to_path_buf(),
+            reason: format!("unreadable GGUF header: {reason}"),
+        };
+        let content = match read {
+            Ok(content) => content.map_err(|e| corrupt(e.to_string()))?,
+            Err(_) => return Err(corrupt("its alignment or layout is impossible".to_string())),
+        };
         let gguf = Self {
             path: path.to_path_buf(),
             content,

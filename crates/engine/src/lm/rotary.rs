@@ -69,6 +69,7 @@ impl Rotary {
     }
 
     /// Positions the tables cover now.
+    #[cfg(test)]
     pub fn table_positions(&self) -> usize {
         self.current_tables().cos.dims()[0]
     }
