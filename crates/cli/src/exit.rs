@@ -169,6 +169,8 @@ mod tests {
             needed: 3000,
             per_image: 729,
             limit: 2048,
+            images: 1,
+            earlier_turns: 0,
         };
         assert_eq!(Failure::generation(err, &[]).kind(), ExitKind::BadInput);
     }
