@@ -466,7 +466,10 @@ mod tests {
             "{}",
             installed.load_path
         );
-        let options = impchat_engine::LoadOptions { threads: Some(1) };
+        let options = impchat_engine::LoadOptions {
+            threads: Some(1),
+            ..Default::default()
+        };
         let model = impchat_engine::Model::load(&installed.load_path, &options).expect("loads");
         // The fixture's tensors are too narrow for Q8_0 blocks, so the converter kept them in
         // 16-bit; what matters here is that the installed GGUF pair loads.

@@ -94,6 +94,7 @@ impl Slot {
         status.set(ModelStatus::reloading(info));
         let options = LoadOptions {
             threads: source.threads,
+            ..LoadOptions::default()
         };
         match Model::load(&source.path, &options) {
             Ok(model) => {
@@ -263,7 +264,10 @@ impl ModelWorker {
         self.run_unloaded(move |slot| {
             // Never two models in memory: the old one goes before the new one loads.
             slot.clear();
-            let options = LoadOptions { threads };
+            let options = LoadOptions {
+                threads,
+                ..LoadOptions::default()
+            };
             match Model::load(&path, &options) {
                 Ok(model) => {
                     let info = ModelInfoDto::from(model.info());

@@ -72,7 +72,7 @@ impl Failure {
             anyhow!(
                 "cannot load the model at '{}': {}",
                 path.display(),
-                with_cli_flags(&err.to_string())
+                with_cli_flags(&err)
             ),
         )
     }
@@ -91,7 +91,7 @@ impl Failure {
             EngineError::EmptyPrompt
             | EngineError::ContextOverflow { .. }
             | EngineError::InvalidRequest(_) => Self::bad_input(err),
-            other if lacks_vision_file(&other) => Self::bad_input(
+            EngineError::NoVisionTower => Self::bad_input(
                 "this model was loaded without its vision file (mmproj-*.gguf), so it cannot \
                  look at images; pass that file with --mmproj PATH, or ask without --image",
             ),
@@ -101,13 +101,6 @@ impl Failure {
             ),
         }
     }
-}
-
-/// A `.gguf` model loaded text-only (no mmproj) was sent an image. Matched on the engine's
-/// message until its typed variant (`EngineError::NoVisionTower`, in the engine's branch)
-/// is here to match on instead.
-fn lacks_vision_file(err: &EngineError) -> bool {
-    err.to_string().contains("no vision projector")
 }
 
 /// Lets `?` turn any error into a [`Failure`] with a chosen exit code.
@@ -166,15 +159,12 @@ fn chain_text(error: &anyhow::Error) -> String {
     text
 }
 
-/// Engine messages written for programmers name `LoadOptions` fields; a terminal user has
-/// the flag instead.
-fn with_cli_flags(message: &str) -> String {
-    message
-        .replace(
-            "name the right one explicitly (LoadOptions::mmproj)",
-            "name the right one with --mmproj PATH",
-        )
-        .replace("LoadOptions::mmproj", "--mmproj PATH")
+/// The engine cannot know the front end's flags; the terminal user gets the one to use.
+fn with_cli_flags(err: &EngineError) -> String {
+    match err {
+        EngineError::SeveralVisionFiles { .. } => format!("{err} with --mmproj PATH"),
+        other => other.to_string(),
+    }
 }
 
 fn one_line(text: &str) -> String {
@@ -223,15 +213,13 @@ mod tests {
 
     #[test]
     fn engine_advice_names_the_flag_not_the_api() {
-        let err = EngineError::InvalidConfig {
-            path: PathBuf::from("m.gguf"),
-            reason: "found 2 vision files next to it; keep exactly one or name the right one \
-                     explicitly (LoadOptions::mmproj)"
-                .into(),
+        let err = EngineError::SeveralVisionFiles {
+            model: PathBuf::from("m.gguf"),
+            count: 2,
+            pattern: "mmproj-m-*.gguf".into(),
         };
         let message = Failure::model_load(Path::new("m.gguf"), err).message();
-        assert!(message.contains("--mmproj PATH"), "{message}");
-        assert!(!message.contains("LoadOptions"), "{message}");
+        assert!(message.ends_with("name the one to use with --mmproj PATH"), "{message}");
     }
 
     #[test]
@@ -240,6 +228,8 @@ mod tests {
             needed: 3000,
             per_image: 729,
             limit: 2048,
+            images: 1,
+            earlier_turns: 0,
         };
         assert_eq!(Failure::generation(err, &[]).kind(), ExitKind::BadInput);
     }

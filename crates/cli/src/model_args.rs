@@ -48,20 +48,14 @@ impl ModelArgs {
                 return Err(cannot_load(advice));
             }
         }
-        // The engine is gaining more options (its own mmproj); the rest keep their defaults.
-        #[allow(clippy::needless_update)]
+        if let Some(mmproj) = &self.mmproj {
+            self.check_mmproj(mmproj)?;
+        }
         let options = LoadOptions {
             threads: self.threads.map(usize::from),
-            ..LoadOptions::default()
+            mmproj: self.mmproj.clone(),
         };
-        let loaded = match &self.mmproj {
-            None => Model::load(&self.model, &options),
-            Some(mmproj) => {
-                self.check_mmproj(mmproj)?;
-                Model::load_gguf(&self.model, Some(mmproj), &options)
-            }
-        };
-        loaded.map_err(|err| Failure::model_load(&self.model, err))
+        Model::load(&self.model, &options).map_err(|err| Failure::model_load(&self.model, err))
     }
 
     fn check_mmproj(&self, mmproj: &Path) -> Result<(), Failure> {

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
+use impchat_input::files::{caps, read_capped_string, regular_file_len};
+
 use crate::error::EngineError;
 use crate::lm::{phi2, phi3, qwen2};
 
@@ -194,11 +196,11 @@ impl CheckpointConfig {
     /// Reads `config.json` (and `generation_config.json` when present) from `dir`.
     pub fn load(dir: &Path) -> Result<Self, EngineError> {
         let path = dir.join("config.json");
-        let raw = read_json(&path)?;
+        let raw = read_json(&path, caps::CONFIG)?;
         let mut config = Self::from_value(raw, &path)?;
         let generation = dir.join("generation_config.json");
-        if generation.is_file() {
-            let value = read_json(&generation)?;
+        if regular_file_len(&generation)?.is_some() {
+            let value = read_json(&generation, caps::CONFIG)?;
             if let Some(map) = value.as_object() {
                 for id in Json::new(map, &generation).token_ids("eos_token_id") {
                     if !config.eos_token_ids.contains(&id) {
@@ -269,8 +271,9 @@ fn parse_nested_json(value: Value) -> Value {
     }
 }
 
-pub(crate) fn read_json(path: &Path) -> Result<Value, EngineError> {
-    let text = std::fs::read_to_string(path).map_err(|e| EngineError::io(path, e))?;
+/// Reads a small JSON file of at most `cap` bytes (a regular file, never a pipe or device).
+pub(crate) fn read_json(path: &Path, cap: u64) -> Result<Value, EngineError> {
+    let text = read_capped_string(path, cap).map_err(EngineError::from_file)?;
     serde_json::from_str(&text).map_err(|e| EngineError::InvalidConfig {
         path: path.to_path_buf(),
         reason: e.to_string(),

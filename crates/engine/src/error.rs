@@ -64,15 +64,61 @@ pub enum EngineError {
     #[error("the prompt is empty; type a question or attach an image")]
     EmptyPrompt,
 
-    #[error(
-        "the conversation needs {needed} tokens (incl. {per_image} per image) but the model \
-         allows {limit}; start a new chat or use fewer images"
-    )]
+    #[error("{}", overflow_message(*needed, *per_image, *limit, *images, *earlier_turns))]
     ContextOverflow {
         needed: usize,
         per_image: usize,
         limit: usize,
+        /// Images in the whole conversation.
+        images: usize,
+        /// Messages before the last question (the history the prompt repeats).
+        earlier_turns: usize,
     },
+
+    #[error(
+        "{}: the index names a shard outside the model folder ({shard:?}); every \
+         model-*.safetensors shard must sit in the folder itself (re-download the model)",
+        index.display()
+    )]
+    ShardOutsideFolder { shard: String, index: PathBuf },
+
+    #[error(
+        "this model has no vision projector, so it cannot look at images; its mmproj file \
+         (mmproj-*.gguf) belongs beside the .gguf (ask again without images, or put the \
+         mmproj file next to it and load the model again)"
+    )]
+    NoVisionTower,
+
+    #[error(
+        "found {count} vision files ({pattern}) next to {}; keep exactly one there, or name \
+         the one to use",
+        model.display()
+    )]
+    SeveralVisionFiles {
+        model: PathBuf,
+        count: usize,
+        pattern: String,
+    },
+
+    #[error(
+        "the model's weights are damaged ({found} in the output); re-download or re-convert it"
+    )]
+    DamagedWeights { found: &'static str },
+
+    #[error(
+        "the vision projector in {} outputs {projector} values per image token but the \
+         language model's hidden size is {language_model}; the vision file belongs to a \
+         different model (use the mmproj-*.gguf converted with this model)",
+        path.display()
+    )]
+    ProjectorMismatch {
+        path: PathBuf,
+        projector: usize,
+        language_model: usize,
+    },
+
+    #[error(transparent)]
+    File(#[from] impchat_input::files::FileError),
 
     #[error("invalid request: {0}")]
     InvalidRequest(String),
@@ -120,7 +166,40 @@ fn innermost(err: &candle_core::Error) -> &candle_core::Error {
     }
 }
 
+/// Advice that fits what filled the context: images, a long history, or one long question.
+fn overflow_message(
+    needed: usize,
+    per_image: usize,
+    limit: usize,
+    images: usize,
+    earlier_turns: usize,
+) -> String {
+    let advice = if images > 0 {
+        format!("use fewer images ({images} attached, {per_image} per image) or start a new chat")
+    } else if earlier_turns > 0 {
+        "the conversation so far is too long: start a new chat, or ask a shorter question"
+            .to_string()
+    } else {
+        "shorten the question".to_string()
+    };
+    format!(
+        "the conversation needs {needed} tokens but the model's context holds {limit}; {advice}"
+    )
+}
+
 impl EngineError {
+    /// A missing file stays [`EngineError::MissingFile`] (its message says what a model
+    /// folder needs); everything else keeps the file error's own words.
+    pub(crate) fn from_file(err: impchat_input::files::FileError) -> Self {
+        if err.is_not_found() {
+            EngineError::MissingFile {
+                path: err.path().to_path_buf(),
+            }
+        } else {
+            EngineError::File(err)
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::NotFound {

@@ -16,13 +16,14 @@ pub mod projector;
 pub mod request;
 pub mod sampler;
 pub mod session;
+mod validate;
 pub mod vision;
 pub mod weights;
 
 pub use config::Family;
 pub use error::EngineError;
 pub use impchat_input::image::ImageAspect;
-pub use model::{ImagePreview, LoadOptions, Model, ModelInfo};
+pub use model::{check_checkpoint, ImagePreview, LoadOptions, Model, ModelInfo};
 pub use request::{
     CancelToken, ChatMessage, GenerateRequest, GenerationEvent, GenerationStats, ImageBytes, Role,
     SamplingParams, StopReason,

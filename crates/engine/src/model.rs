@@ -26,6 +26,7 @@ use crate::memory::ReleaseFreedMemory;
 use crate::projector::{self, Projector};
 use crate::request::GenerateRequest;
 use crate::session::{build_prompt, embed_slots, ImageDigest, Session, Slot};
+use crate::validate;
 use crate::vision::{VisionConfig, VisionTower};
 use crate::weights::WeightFiles;
 
@@ -39,6 +40,9 @@ pub(crate) use feature_cache::{FeatureCache, FeatureKey};
 pub struct LoadOptions {
     /// CPU threads for the model's math; `None` lets candle pick (physical cores).
     pub threads: Option<usize>,
+    /// The vision file (`mmproj-*.gguf`) of a `.gguf` model; `None` looks for one beside
+    /// it, and without one the model answers text-only questions.
+    pub mmproj: Option<PathBuf>,
 }
 
 /// What a loaded model is, for display and for the API's `/v1/models`.
@@ -49,9 +53,11 @@ pub struct ModelInfo {
     pub name: String,
     pub family: Family,
     pub path: PathBuf,
-    /// Side of the square image the vision tower sees, in pixels.
+    /// Whether the model can look at images (a `.gguf` loaded without its mmproj cannot).
+    pub vision: bool,
+    /// Side of the square image the vision tower sees, in pixels (0 without vision).
     pub image_size: u32,
-    /// Sequence positions one image takes.
+    /// Sequence positions one image takes (0 without vision).
     pub visual_tokens: usize,
     /// Longest conversation (prompt, images and answer) in tokens.
     pub context_length: usize,
@@ -81,8 +87,8 @@ pub(crate) struct Inner {
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
     pub lm: Box<dyn LanguageModel>,
-    pub vision: VisionTower,
-    pub projector: Projector,
+    /// `None` for a language model loaded without its vision file.
+    pub vision: Option<Vision>,
     /// Token ids that end the assistant's turn.
     pub eos_token_ids: Vec<u32>,
     /// Dropped from the start of every prompt chunk after the first (Phi-3's `<s>`).
@@ -95,6 +101,12 @@ pub(crate) struct Inner {
     pub vision_runs: AtomicU64,
     /// Last, so the weights are freed before it runs.
     pub _release: ReleaseFreedMemory,
+}
+
+/// The vision tower and the projector into the language model's embedding space.
+pub(crate) struct Vision {
+    pub tower: VisionTower,
+    pub projector: Projector,
 }
 
 /// Where the math runs: candle's own CPU pool, or a pool of the requested size.
@@ -134,22 +146,23 @@ impl Model {
     /// or a language-model `.gguf` written by `impchat-convert` (with its `mmproj-*.gguf`).
     pub fn load(path: impl AsRef<Path>, opts: &LoadOptions) -> Result<Model, EngineError> {
         let dir = path.as_ref();
-        if dir.is_file()
-            && dir
+        let metadata = std::fs::metadata(dir).map_err(|e| EngineError::io(dir, e))?;
+        if metadata.is_file() {
+            let is_gguf = dir
                 .extension()
-                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
-        {
-            return Self::load_gguf(dir, None, opts);
-        }
-        if dir.is_file() {
+                .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+            if is_gguf {
+                return Self::load_gguf(dir, opts.mmproj.as_deref(), opts);
+            }
+            // A device or /proc file is named for what it is, not called "not a folder".
+            impchat_input::files::require_regular_file(dir).map_err(EngineError::from_file)?;
             return Err(EngineError::NotAFolder {
                 path: dir.to_path_buf(),
             });
         }
-        if !dir.is_dir() {
-            return Err(EngineError::MissingFile {
-                path: dir.to_path_buf(),
-            });
+        if !metadata.is_dir() {
+            // A FIFO, socket or device: refused without opening it.
+            impchat_input::files::require_regular_file(dir).map_err(EngineError::from_file)?;
         }
         let runtime = Runtime::new(opts.threads)?;
         let inner = runtime.run(|| load_parts(dir))?;
@@ -283,6 +296,7 @@ pub const IMAGE_TOKEN_INDEX: i64 = -200;
 impl Inner {
     /// Decoded, padded (if the checkpoint says so) and resized to the tower's square.
     pub fn preprocess(&self, bytes: &[u8], index: usize) -> Result<image::RgbImage, EngineError> {
+        self.vision()?;
         let decoded =
             input_image::decode(bytes, &self.decode_limits).map_err(|e| EngineError::Image {
                 index,
@@ -339,12 +353,38 @@ impl Inner {
             (1, 3, size, size),
             &Device::Cpu,
         )?;
-        let features = self.projector.forward(&self.vision.forward(&pixels)?)?;
+        let vision = self.vision()?;
+        let features = vision.projector.forward(&vision.tower.forward(&pixels)?)?;
         Ok((features, started.elapsed().as_secs_f64() * 1000.0))
+    }
+
+    /// The vision parts, or the error that says how to get them.
+    pub fn vision(&self) -> Result<&Vision, EngineError> {
+        self.vision.as_ref().ok_or(EngineError::NoVisionTower)
     }
 }
 
-fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
+/// A checkpoint folder whose config, tokenizer and weight headers agree, read without
+/// mapping or converting any weight data.
+struct Inspected {
+    config: CheckpointConfig,
+    weights: WeightFiles,
+    tokenizer: Tokenizer,
+    vision_config: VisionConfig,
+    image_aspect: ImageAspect,
+    /// Where the projector and vision tower live (`model.` or `transformer.`).
+    prefix: String,
+}
+
+/// Checks a checkpoint folder as [`Model::load`] would, without loading it: every file it
+/// needs, every config number against the weights present, the tokenizer. What this
+/// accepts loads (barring weight bytes that are damaged); what it refuses, `load` refuses
+/// with the same error.
+pub fn check_checkpoint(dir: &Path) -> Result<(), EngineError> {
+    inspect(dir).map(|_| ())
+}
+
+fn inspect(dir: &Path) -> Result<Inspected, EngineError> {
     let config = CheckpointConfig::load(dir)?;
     let weights = WeightFiles::open(dir)?;
     let tokenizer = impchat_input::tokenizer::load_tokenizer(dir)
@@ -367,9 +407,38 @@ fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
             )))
         }
     };
-
-    let vb = weights.var_builder(DType::F32, &Device::Cpu)?;
+    validate::check_language_model(&config, &weights)?;
     let prefix = multimodal_prefix(&weights)?;
+    let tower = format!("{prefix}vision_tower.vision_tower.vision_model.encoder.layers.");
+    let present = validate::count_layers(weights.tensors.keys().map(String::as_str), &tower);
+    validate::expect_kept_layers(vision_config.num_layers, present, &config.path)?;
+    validate::check_projector(
+        &weights,
+        &prefix,
+        vision_config.hidden_size,
+        config.lm.hidden_size(),
+        &config.path,
+    )?;
+    Ok(Inspected {
+        config,
+        weights,
+        tokenizer,
+        vision_config,
+        image_aspect,
+        prefix,
+    })
+}
+
+fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
+    let Inspected {
+        config,
+        weights,
+        tokenizer,
+        vision_config,
+        image_aspect,
+        prefix,
+    } = inspect(dir)?;
+    let vb = weights.var_builder(DType::F32, &Device::Cpu)?;
     let vision = VisionTower::load(
         &vision_config,
         vb.pp(format!("{prefix}vision_tower.vision_tower.vision_model")),
@@ -415,6 +484,7 @@ fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
         name,
         family: config.family,
         path: dir.to_path_buf(),
+        vision: true,
         image_size: vision_config.image_size as u32,
         visual_tokens: vision_config.num_patches(),
         context_length: config.context_length(),
@@ -427,8 +497,10 @@ fn load_parts(dir: &Path) -> Result<Inner, EngineError> {
         tokenizer,
         template,
         lm,
-        vision,
-        projector,
+        vision: Some(Vision {
+            tower: vision,
+            projector,
+        }),
         eos_token_ids,
         bos_token_id,
         runtime: Runtime::default(),

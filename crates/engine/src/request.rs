@@ -26,9 +26,9 @@ impl ImageBytes {
 
 /// One turn of the conversation.
 ///
-/// `text` may contain the literal `<image>` where images belong; when it has
-/// fewer markers than `images`, the missing markers go first, each on its own line,
-/// as Imp was trained (`"<image>\n" + question`).
+/// `images` go before `text`, each on its own line, as Imp was trained
+/// (`"<image>\n" + question`). A literal `<image>` in `text` is just text (someone asking
+/// about HTML): image slots come only from `images`.
 #[derive(Debug, Clone)]
 pub struct ChatMessage {
     pub role: Role,

@@ -177,6 +177,8 @@ impl Session {
                 needed: prompt.slots.len() + 1,
                 per_image: inner.info.visual_tokens,
                 limit,
+                images: prompt.images.len(),
+                earlier_turns: req.messages.len().saturating_sub(1),
             });
         }
 
@@ -247,6 +249,11 @@ impl Session {
             );
             self.cached.extend_from_slice(chunk);
         }
+        if let Some(first) = &logits {
+            // Damaged weights give NaN or Inf logits, which would sample as token 0 and
+            // end in an empty or garbled answer; one pass over the first row is enough.
+            check_logits(first)?;
+        }
         stats.prompt_tokens = prompt.slots.len();
         stats.prompt_tokens_computed = computed;
         stats.prompt_ms = ms_since(prefill_started);
@@ -290,8 +297,11 @@ impl Session {
             if cancel.is_cancelled() {
                 break StopReason::Cancelled;
             }
-            if stats.generated_tokens >= req.max_new_tokens || self.cache.len() >= limit {
+            if stats.generated_tokens >= req.max_new_tokens {
                 break StopReason::MaxTokens;
+            }
+            if self.cache.len() >= limit {
+                break StopReason::ContextFull;
             }
             let token = sampler.sample(&current, &history)?;
             if stats.generated_tokens == 0 {
@@ -482,6 +492,18 @@ fn build_prompt_for(
         return Err(EngineError::EmptyPrompt);
     }
 
+    let with_images = messages.iter().any(|m| !m.images.is_empty());
+    if with_images {
+        inner.vision()?;
+    }
+    // Image slots come from the attached images only; any `<image>` the user typed is text.
+    let texts = req
+        .system
+        .iter()
+        .map(String::as_str)
+        .chain(messages.iter().map(|m| m.text.as_str()))
+        .chain(partial);
+    let marker = template::unique_image_marker(texts);
     let mut system = req.system.clone();
     let mut turns = Vec::new();
     let mut images = Vec::new();
@@ -489,9 +511,10 @@ fn build_prompt_for(
         match message.role {
             Role::System => system = Some(message.text.clone()),
             Role::User => {
-                turns.push(Turn::user(template::with_image_markers(
+                turns.push(Turn::user(template::with_image_slots(
                     &message.text,
                     message.images.len(),
+                    &marker,
                 )));
                 for image in &message.images {
                     let digest: ImageDigest = Sha256::digest(&image.0).into();
@@ -507,12 +530,18 @@ fn build_prompt_for(
         None => inner.template.render(&system, &turns),
     };
 
-    let pieces = splice::tokenize_prompt(&inner.tokenizer, &text, images.len(), inner.bos_token_id)
-        .map_err(|e| match e {
-            PromptError::Empty => EngineError::EmptyPrompt,
-            PromptError::Tokenize(reason) => EngineError::Tokenizer(reason),
-            other => EngineError::InvalidRequest(other.to_string()),
-        })?;
+    let pieces = splice::tokenize_prompt_at(
+        &inner.tokenizer,
+        &text,
+        &marker,
+        images.len(),
+        inner.bos_token_id,
+    )
+    .map_err(|e| match e {
+        PromptError::Empty => EngineError::EmptyPrompt,
+        PromptError::Tokenize(reason) => EngineError::Tokenizer(reason),
+        other => EngineError::InvalidRequest(other.to_string()),
+    })?;
     let mut slots = Vec::new();
     for piece in pieces {
         match piece {
@@ -525,6 +554,19 @@ fn build_prompt_for(
         }
     }
     Ok(Prompt { slots, images })
+}
+
+/// Fails with [`EngineError::DamagedWeights`] when `logits` hold a NaN or an infinity.
+fn check_logits(logits: &Tensor) -> Result<(), EngineError> {
+    let values = logits.flatten_all()?.to_dtype(candle_core::DType::F32)?;
+    let values = values.to_vec1::<f32>()?;
+    if values.iter().any(|v| v.is_nan()) {
+        return Err(EngineError::DamagedWeights { found: "NaN" });
+    }
+    if values.iter().any(|v| v.is_infinite()) {
+        return Err(EngineError::DamagedWeights { found: "Inf" });
+    }
+    Ok(())
 }
 
 fn emit(on_event: &mut (dyn FnMut(GenerationEvent) + Send), text: String) {

@@ -38,6 +38,10 @@ impl VisionAct {
     }
 }
 
+/// Largest image side a vision config may ask for (Imp uses 196 and 384): a crafted config
+/// must not make every image a gigapixel one.
+const MAX_IMAGE_SIZE: usize = 4096;
+
 /// What the vision tower needs to know; `num_layers` counts the layers Imp **keeps**.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct VisionConfig {
@@ -248,7 +252,7 @@ impl VisionConfig {
         self.hidden_size / self.num_attention_heads
     }
 
-    fn validate(&self) -> std::result::Result<(), VisionConfigError> {
+    pub(crate) fn validate(&self) -> std::result::Result<(), VisionConfigError> {
         let bad = |what: String| Err(VisionConfigError::Inconsistent(what));
         if self.num_attention_heads == 0
             || !self.hidden_size.is_multiple_of(self.num_attention_heads)
@@ -258,10 +262,19 @@ impl VisionConfig {
                 self.hidden_size, self.num_attention_heads
             ));
         }
-        if self.patch_size == 0 || self.image_size < self.patch_size {
+        if self.patch_size == 0 {
+            return bad("patch_size is 0; SigLIP's patches are 14 or 16 pixels wide".to_string());
+        }
+        if self.image_size < self.patch_size {
             return bad(format!(
                 "image_size {} is smaller than patch_size {}",
                 self.image_size, self.patch_size
+            ));
+        }
+        if self.image_size > MAX_IMAGE_SIZE {
+            return bad(format!(
+                "image_size {} is over {MAX_IMAGE_SIZE} pixels; Imp's towers see 196 or 384",
+                self.image_size
             ));
         }
         if self.intermediate_size == 0 {

@@ -2,13 +2,14 @@
 //! every header against its file size before anything is mapped, and opens them mmap'd.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde_json::Value;
+
+use impchat_input::files::{caps, open_regular, regular_file_len};
 
 use crate::config::read_json;
 use crate::error::EngineError;
@@ -88,8 +89,8 @@ impl WeightFiles {
 /// The weight files to load: the shards named by the index, or the single file.
 fn locate(dir: &Path) -> Result<Vec<PathBuf>, EngineError> {
     let index = dir.join(INDEX_FILE);
-    if index.is_file() {
-        let value = read_json(&index)?;
+    if regular_file_len(&index)?.is_some() {
+        let value = read_json(&index, caps::INDEX)?;
         let Some(map) = value.get("weight_map").and_then(Value::as_object) else {
             return Err(EngineError::InvalidConfig {
                 path: index,
@@ -99,8 +100,14 @@ fn locate(dir: &Path) -> Result<Vec<PathBuf>, EngineError> {
         let shards: BTreeSet<&str> = map.values().filter_map(Value::as_str).collect();
         let mut files = Vec::with_capacity(shards.len());
         for shard in shards {
+            if !stays_inside(shard) {
+                return Err(EngineError::ShardOutsideFolder {
+                    shard: shard.to_string(),
+                    index,
+                });
+            }
             let path = dir.join(shard);
-            if !path.is_file() {
+            if regular_file_len(&path)?.is_none() {
                 return Err(EngineError::MissingShard { shard: path, index });
             }
             files.push(path);
@@ -108,10 +115,20 @@ fn locate(dir: &Path) -> Result<Vec<PathBuf>, EngineError> {
         return Ok(files);
     }
     let single = dir.join(SINGLE_FILE);
-    if single.is_file() {
+    if regular_file_len(&single)?.is_some() {
         return Ok(vec![single]);
     }
     Err(EngineError::MissingFile { path: single })
+}
+
+/// A shard name is a path below the model folder: no `..`, no root, no drive.
+fn stays_inside(shard: &str) -> bool {
+    let path = Path::new(shard);
+    !shard.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+        && path.components().any(|c| matches!(c, Component::Normal(_)))
 }
 
 /// Reads the JSON header of a safetensors file and checks that the file is long enough
@@ -121,8 +138,7 @@ pub fn read_header(path: &Path) -> Result<HashMap<String, TensorInfo>, EngineErr
         path: path.to_path_buf(),
         reason,
     };
-    let mut file = File::open(path).map_err(|e| EngineError::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| EngineError::io(path, e))?.len();
+    let (mut file, file_len) = open_regular(path).map_err(EngineError::from_file)?;
     let mut len_bytes = [0u8; 8];
     file.read_exact(&mut len_bytes)
         .map_err(|_| corrupt(format!("only {file_len} bytes, too short for a header")))?;

@@ -26,7 +26,14 @@ fn model(name: &str) -> Model {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/fixtures/models")
         .join(name);
-    Model::load(dir, &LoadOptions { threads: Some(1) }).expect("load fixture")
+    Model::load(
+        dir,
+        &LoadOptions {
+            threads: Some(1),
+            ..LoadOptions::default()
+        },
+    )
+    .expect("load fixture")
 }
 
 fn question() -> Vec<ChatMessage> {

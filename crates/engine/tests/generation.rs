@@ -18,7 +18,10 @@ fn fixtures() -> PathBuf {
 fn model() -> Model {
     Model::load(
         fixtures().join("models/imp-v1.5-2b-qwen1.5"),
-        &LoadOptions { threads: Some(1) },
+        &LoadOptions {
+            threads: Some(1),
+            ..LoadOptions::default()
+        },
     )
     .expect("load fixture")
 }

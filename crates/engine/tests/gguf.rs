@@ -437,12 +437,18 @@ fn explicit_mmproj_must_be_a_vision_file() {
 }
 
 #[test]
-fn missing_mmproj_is_named() {
+fn missing_mmproj_is_named_when_an_image_needs_it() {
     let converted = convert_fixture(PHI2, LmQuant::Q8_0);
     std::fs::remove_file(&converted.mmproj).expect("remove");
-    let err = Model::load(&converted.lm, &LoadOptions::default())
-        .err()
-        .expect("no vision file");
+    let model = Model::load(&converted.lm, &LoadOptions::default()).expect("text-only model");
+    let err = model
+        .new_session()
+        .generate(
+            &image_request(),
+            &impchat_engine::CancelToken::new(),
+            &mut |_| {},
+        )
+        .expect_err("no vision file");
     assert!(err.to_string().contains("mmproj-"), "{err}");
 }
 

@@ -191,7 +191,10 @@ fn context_overflow_is_reported_before_computing() {
             needed,
             per_image,
             limit,
+            images,
+            ..
         } => {
+            assert_eq!(*images, 1);
             assert!(*needed > 64);
             assert_eq!(*per_image, 16);
             assert_eq!(*limit, 64);

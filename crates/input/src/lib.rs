@@ -9,12 +9,14 @@
 //! - [`template`]: [`template::ChatTemplate`] renders Imp's Phi-2, ChatML and Phi-3 prompts.
 //! - [`splice`]: [`splice::tokenize_prompt`] splits a prompt on `<image>` into
 //!   [`splice::PromptPiece`]s, as Imp's `tokenizer_image_token`.
+//! - [`files`]: only regular files are opened, small ones with a size cap.
 //! - [`source`]: [`source::read_user_file`] reads a user's file or stdin within a size cap
 //!   and a deadline (devices refused, FIFOs and pipes timed out).
 //! - [`detokenize`]: [`detokenize::TextStream`] turns ids into UTF-8-safe text deltas;
 //!   [`detokenize::StopMatcher`] cuts the text at stop strings without leaking their prefixes.
 
 pub mod detokenize;
+pub mod files;
 pub mod image;
 pub mod source;
 pub mod splice;

@@ -35,10 +35,22 @@ pub fn tokenize_prompt(
     n_images: usize,
     bos_id: Option<u32>,
 ) -> Result<Vec<PromptPiece>, PromptError> {
-    if prompt.is_empty() {
+    tokenize_prompt_at(tok, prompt, IMAGE_MARKER, n_images, bos_id)
+}
+
+/// [`tokenize_prompt`] with images at `marker` instead of `<image>` (see
+/// [`crate::template::unique_image_marker`]): any `<image>` in the prompt is plain text.
+pub fn tokenize_prompt_at(
+    tok: &Tokenizer,
+    prompt: &str,
+    marker: &str,
+    n_images: usize,
+    bos_id: Option<u32>,
+) -> Result<Vec<PromptPiece>, PromptError> {
+    if prompt.is_empty() || marker.is_empty() {
         return Err(PromptError::Empty);
     }
-    let chunks: Vec<&str> = prompt.split(IMAGE_MARKER).collect();
+    let chunks: Vec<&str> = prompt.split(marker).collect();
     let markers = chunks.len() - 1;
     if markers != n_images {
         return Err(PromptError::ImageCountMismatch {

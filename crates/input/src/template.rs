@@ -196,6 +196,31 @@ pub fn with_image_markers(text: &str, n_images: usize) -> String {
     out
 }
 
+/// A marker for image slots that occurs in none of `texts`: the prompt is rendered with it
+/// in place of `<image>`, so text the user typed (a question about HTML's `<image>`
+/// tag) is only ever text, and image slots come from attached images alone.
+pub fn unique_image_marker<'a>(texts: impl IntoIterator<Item = &'a str> + Clone) -> String {
+    // U+FFFC (OBJECT REPLACEMENT CHARACTER) stands for an embedded object; lengthened
+    // until no text contains it.
+    let mut marker = String::from("\u{FFFC}image\u{FFFC}");
+    while texts.clone().into_iter().any(|t| t.contains(&marker)) {
+        marker.push('\u{FFFC}');
+    }
+    marker
+}
+
+/// `n_images` slot markers, each on its own line, before `text`, as Imp was trained
+/// (`"<image>\n" + question`); markers already in `text` are not counted.
+pub fn with_image_slots(text: &str, n_images: usize, marker: &str) -> String {
+    let mut out = String::with_capacity(text.len() + n_images * (marker.len() + 1));
+    for _ in 0..n_images {
+        out.push_str(marker);
+        out.push('\n');
+    }
+    out.push_str(text);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -381,6 +406,17 @@ mod tests {
             "<image>\n<image>\nCompare"
         );
         assert_eq!(with_image_markers("", 1), "<image>\n");
+    }
+
+    #[test]
+    fn slot_markers_never_occur_in_the_text() {
+        let texts = ["What does <image> do in HTML?", "\u{FFFC}image\u{FFFC}"];
+        let marker = unique_image_marker(texts);
+        assert!(texts.iter().all(|t| !t.contains(&marker)), "{marker:?}");
+        assert_eq!(
+            with_image_slots(texts[0], 2, &marker),
+            format!("{marker}\n{marker}\nWhat does <image> do in HTML?")
+        );
     }
 
     #[test]

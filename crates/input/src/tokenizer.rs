@@ -13,6 +13,8 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
+use crate::files::{caps, read_capped, regular_file_len, FileError};
+
 const TOKENIZER_JSON: &str = "tokenizer.json";
 const VOCAB_JSON: &str = "vocab.json";
 const MERGES_TXT: &str = "merges.txt";
@@ -58,6 +60,8 @@ pub enum TokenizerError {
     Unsupported { file: PathBuf, class: String },
     #[error("Could not turn token ids back into text: {0}")]
     Decode(String),
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 impl TokenizerError {
@@ -81,7 +85,7 @@ enum SlowKind {
 /// Loads the tokenizer in a model folder, preferring `tokenizer.json`.
 pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     let json = dir.join(TOKENIZER_JSON);
-    if json.is_file() {
+    if regular_file_len(&json)?.is_some() {
         let mut tokenizer =
             Tokenizer::from_bytes(read(&json)?).map_err(|e| TokenizerError::corrupt(&json, e))?;
         // Prompts are tokenised whole: a saved truncation or padding setting would cut or
@@ -94,7 +98,7 @@ pub fn load_tokenizer(dir: &Path) -> Result<Tokenizer, TokenizerError> {
     }
     let vocab = dir.join(VOCAB_JSON);
     let merges = dir.join(MERGES_TXT);
-    if !vocab.is_file() || !merges.is_file() {
+    if regular_file_len(&vocab)?.is_none() || regular_file_len(&merges)?.is_none() {
         return Err(TokenizerError::Missing {
             dir: dir.to_path_buf(),
         });
@@ -355,9 +359,9 @@ fn added_token_from_json(value: &Value, force_special: bool) -> Option<AddedToke
 }
 
 fn read(file: &Path) -> Result<Vec<u8>, TokenizerError> {
-    std::fs::read(file).map_err(|source| TokenizerError::Read {
-        file: file.to_path_buf(),
-        source,
+    read_capped(file, caps::TOKENIZER).map_err(|e| match e {
+        FileError::Io { path, source } => TokenizerError::Read { file: path, source },
+        other => TokenizerError::File(other),
     })
 }
 
@@ -367,7 +371,7 @@ fn read_json(file: &Path) -> Result<Value, TokenizerError> {
 
 /// Reads a JSON object file that a model folder may leave out.
 fn read_optional_object(file: &Path) -> Result<Option<Map<String, Value>>, TokenizerError> {
-    if !file.is_file() {
+    if regular_file_len(file)?.is_none() {
         return Ok(None);
     }
     match read_json(file)? {

@@ -86,6 +86,10 @@ pub enum CheckpointError {
     MissingTokenizer(PathBuf),
     #[error("cannot read {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
+    /// The engine's own check (what loading would refuse): config numbers against the
+    /// weights, file kinds, sizes.
+    #[error("{0}")]
+    WouldNotLoad(impchat_engine::EngineError),
 }
 
 fn not_imp_message(model_type: Option<&str>) -> String {

@@ -26,6 +26,8 @@ pub enum ImportError {
 }
 
 /// Validates `source_dir` and installs a copy of it as `id`. The original is left untouched.
+/// What the engine would refuse to load (see [`impchat_engine::check_checkpoint`]) is
+/// refused here too, with the same message, before anything is copied.
 pub fn import_checkpoint(
     models_dir: &Path,
     source_dir: &Path,
@@ -33,6 +35,7 @@ pub fn import_checkpoint(
     cancel: &CancelToken,
 ) -> Result<(InstalledModel, CheckpointReport), ImportError> {
     let report = validate_checkpoint(source_dir)?;
+    impchat_engine::check_checkpoint(source_dir).map_err(CheckpointError::WouldNotLoad)?;
     ensure_not_installed(models_dir, id)?;
     let staged = staging_dir(models_dir, id);
     let result = copy_into_staging(source_dir, &staged, &report, cancel).and_then(|files| {

@@ -19,6 +19,19 @@ fn checkpoint_in(dir: &Path) {
     write_checkpoint(dir, &tiny_checkpoint());
 }
 
+/// The tiny random-weight Phi-2 fixture, which the engine loads: what an import installs
+/// must be a model `ask` can run.
+fn loadable_fixture() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/imp-v1.5-3b-phi2")
+}
+
+fn loadable_checkpoint_in(dir: &Path) {
+    for entry in fs::read_dir(loadable_fixture()).unwrap_or_else(|e| panic!("{e}")) {
+        let entry = entry.unwrap_or_else(|e| panic!("{e}"));
+        fs::copy(entry.path(), dir.join(entry.file_name())).unwrap_or_else(|e| panic!("{e}"));
+    }
+}
+
 fn error_of(dir: &Path) -> CheckpointError {
     match validate_checkpoint(dir) {
         Ok(report) => panic!("expected a validation error, got {report:?}"),
@@ -167,7 +180,7 @@ fn pytorch_bin_only_asks_for_safetensors() {
 fn import_list_verify_remove_round_trip() {
     let source = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    checkpoint_in(source.path());
+    loadable_checkpoint_in(source.path());
     fs::write(source.path().join("modeling_imp.py"), "# remote code")
         .unwrap_or_else(|e| panic!("{e}"));
 
@@ -190,7 +203,11 @@ fn import_list_verify_remove_round_trip() {
 
     let listing = list_installed(models.path()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(listing.models.len(), 1);
-    let total: u64 = tiny_checkpoint().values().map(|b| b.len() as u64).sum();
+    let total: u64 = report
+        .files
+        .iter()
+        .map(|name| fs::metadata(source.path().join(name)).map_or(0, |m| m.len()))
+        .sum();
     assert!(
         listing.models[0].size_on_disk > total,
         "size includes files and manifest"
@@ -198,7 +215,7 @@ fn import_list_verify_remove_round_trip() {
 
     let clean = verify(models.path(), &model).unwrap_or_else(|e| panic!("{e}"));
     assert!(clean.is_ok(), "{:?}", clean.problems);
-    assert_eq!(clean.files_checked, 5);
+    assert_eq!(clean.files_checked, report.files.len());
 
     // Flip one byte in place: same size, different hash.
     let shard = installed.path.join(SHARD_2);
@@ -206,7 +223,7 @@ fn import_list_verify_remove_round_trip() {
     let middle = bytes.len() / 2;
     bytes[middle] ^= 1;
     fs::write(&shard, &bytes).unwrap_or_else(|e| panic!("{e}"));
-    fs::remove_file(installed.path.join("tokenizer.json")).unwrap_or_else(|e| panic!("{e}"));
+    fs::remove_file(installed.path.join("vocab.json")).unwrap_or_else(|e| panic!("{e}"));
     let damaged = verify(models.path(), &model).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(damaged.problems.len(), 2, "{:?}", damaged.problems);
     assert!(damaged
@@ -216,7 +233,7 @@ fn import_list_verify_remove_round_trip() {
     assert!(damaged
         .problems
         .iter()
-        .any(|p| matches!(p, FileProblem::Missing { path } if path == "tokenizer.json")));
+        .any(|p| matches!(p, FileProblem::Missing { path } if path == "vocab.json")));
 
     let freed = remove(models.path(), &model).unwrap_or_else(|e| panic!("{e}"));
     assert!(freed > 0);
@@ -234,7 +251,7 @@ fn import_list_verify_remove_round_trip() {
 fn failed_import_installs_nothing() {
     let source = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    checkpoint_in(source.path());
+    loadable_checkpoint_in(source.path());
     fs::remove_file(source.path().join(SHARD_1)).unwrap_or_else(|e| panic!("{e}"));
     let result = import_checkpoint(
         models.path(),
@@ -261,7 +278,7 @@ fn failed_import_installs_nothing() {
 fn cancelled_import_leaves_no_trace() {
     let source = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    checkpoint_in(source.path());
+    loadable_checkpoint_in(source.path());
     let cancel = CancelToken::new();
     cancel.cancel();
     let result = import_checkpoint(models.path(), source.path(), &id("later"), &cancel);
@@ -274,7 +291,7 @@ fn cancelled_import_leaves_no_trace() {
 fn damaged_manifest_is_listed_as_unreadable_without_hiding_others() {
     let source = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    checkpoint_in(source.path());
+    loadable_checkpoint_in(source.path());
     for name in ["good", "bad"] {
         import_checkpoint(models.path(), source.path(), &id(name), &CancelToken::new())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -300,7 +317,7 @@ fn damaged_manifest_is_listed_as_unreadable_without_hiding_others() {
 fn mark_used_moves_a_model_to_the_top_of_the_list() {
     let source = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
     let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    checkpoint_in(source.path());
+    loadable_checkpoint_in(source.path());
     for name in ["alpha", "beta"] {
         import_checkpoint(models.path(), source.path(), &id(name), &CancelToken::new())
             .unwrap_or_else(|e| panic!("{e}"));
@@ -315,4 +332,35 @@ fn mark_used_moves_a_model_to_the_top_of_the_list() {
     assert_eq!(after.models[0].id.as_str(), "beta");
     let used = after.models[0].last_used_ms().unwrap_or(0);
     assert!(used >= after.models[0].manifest.installed_at_ms);
+}
+
+#[test]
+fn import_refuses_what_the_engine_would_not_load() {
+    let source = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let models = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    loadable_checkpoint_in(source.path());
+    let config = source.path().join("config.json");
+    let text = fs::read_to_string(&config).unwrap_or_else(|e| panic!("{e}"));
+    let mut value: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    value["num_hidden_layers"] = 1_000_000_000u64.into();
+    fs::write(&config, value.to_string()).unwrap_or_else(|e| panic!("{e}"));
+
+    let result = import_checkpoint(
+        models.path(),
+        source.path(),
+        &id("huge"),
+        &CancelToken::new(),
+    );
+    let message = match result {
+        Err(ImportError::Checkpoint(err @ CheckpointError::WouldNotLoad(_))) => err.to_string(),
+        other => panic!("expected the engine's refusal, got {:?}", other.map(|_| ())),
+    };
+    let engine = impchat_engine::check_checkpoint(source.path())
+        .map(|_| ())
+        .unwrap_err()
+        .to_string();
+    assert_eq!(message, engine, "import says what loading would say");
+    assert!(message.contains("1000000000"), "{message}");
+    assert!(!models.path().join("huge").exists());
 }

@@ -73,6 +73,7 @@ fn load(lm: &Path, mmproj: &Path, threads: usize) -> Result<(Model, f64)> {
     let started = Instant::now();
     let options = LoadOptions {
         threads: Some(threads),
+        ..LoadOptions::default()
     };
     let model = Model::load_gguf(lm, Some(mmproj), &options)
         .with_context(|| format!("cannot load {} with {}", lm.display(), mmproj.display()))?;

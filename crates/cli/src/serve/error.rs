@@ -286,6 +286,8 @@ mod tests {
             needed: 5000,
             per_image: 729,
             limit: 2048,
+            images: 1,
+            earlier_turns: 0,
         };
         assert_eq!(ApiError::from_engine(err).status(), StatusCode::BAD_REQUEST);
         let err = EngineError::Image {

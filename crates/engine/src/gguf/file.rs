@@ -5,7 +5,6 @@
 //! The file is memory-mapped: tensors are built straight from the mapped bytes, with no
 //! intermediate read buffer, and the pages of a tensor already copied are handed back.
 
-use std::fs::File;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -59,17 +58,23 @@ fn own_q4_0_kernel() -> bool {
 impl GgufFile {
     /// Reads the header and checks that the file holds every tensor it describes.
     pub fn open(path: &Path) -> Result<Self, EngineError> {
-        let file = File::open(path).map_err(|e| EngineError::io(path, e))?;
+        let (file, _) = impchat_input::files::open_regular(path).map_err(EngineError::from_file)?;
         // SAFETY: the map is read-only and private. Like every mmap-based loader, this
         // relies on the model file not being truncated while the model loads; models live
         // in ImpChat's own folder and are replaced by rename, never rewritten in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
         let file_len = map.len() as u64;
-        let content =
-            Content::read(&mut Cursor::new(&map[..])).map_err(|e| EngineError::CorruptWeights {
-                path: path.to_path_buf(),
-                reason: format!("unreadable GGUF header: {e}"),
-            })?;
+        // candle's reader divides by the header's `general.alignment` unchecked: a crafted
+        // 0 panics inside it, which is a corrupt header like any other.
+        let read = std::panic::catch_unwind(|| Content::read(&mut Cursor::new(&map[..])));
+        let corrupt = |reason: String| EngineError::CorruptWeights {
+            path: path.to_path_buf(),
+            reason: format!("unreadable GGUF header: {reason}"),
+        };
+        let content = match read {
+            Ok(content) => content.map_err(|e| corrupt(e.to_string()))?,
+            Err(_) => return Err(corrupt("its alignment or layout is impossible".to_string())),
+        };
         let gguf = Self {
             path: path.to_path_buf(),
             content,
@@ -83,14 +88,31 @@ impl GgufFile {
         let mut needed = self.content.tensor_data_offset;
         for (name, info) in &self.content.tensor_infos {
             let dtype = info.ggml_dtype;
-            let elems = info.shape.elem_count();
+            // Crafted dimensions must not overflow: every count is checked.
+            let past_the_end = || {
+                self.corrupt(format!(
+                    "tensor {name} of shape {:?} does not fit in the file",
+                    info.shape.dims()
+                ))
+            };
+            let elems = info
+                .shape
+                .dims()
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(past_the_end)?;
             if !elems.is_multiple_of(dtype.block_size()) {
                 return Err(self.corrupt(format!(
                     "tensor {name} has {elems} values, not a whole number of {dtype:?} blocks"
                 )));
             }
-            let bytes = (elems / dtype.block_size() * dtype.type_size()) as u64;
-            needed = needed.max(self.content.tensor_data_offset + info.offset + bytes);
+            let end = (elems / dtype.block_size())
+                .checked_mul(dtype.type_size())
+                .and_then(|bytes| u64::try_from(bytes).ok())
+                .and_then(|bytes| bytes.checked_add(info.offset))
+                .and_then(|end| end.checked_add(self.content.tensor_data_offset))
+                .ok_or_else(past_the_end)?;
+            needed = needed.max(end);
         }
         if needed > file_len {
             return Err(self.corrupt(format!(
@@ -193,6 +215,11 @@ impl GgufFile {
             Some(Value::F64(v)) => Ok(*v),
             Some(other) => Err(self.invalid(format!("{key} is {other:?}, expected a number"))),
         }
+    }
+
+    /// Names of all tensors in the file.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.content.tensor_infos.keys().map(String::as_str)
     }
 
     pub fn contains(&self, name: &str) -> bool {

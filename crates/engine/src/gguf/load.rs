@@ -22,14 +22,14 @@ use crate::lm::phi3::Phi3;
 use crate::lm::qwen2::Qwen2;
 use crate::lm::{KvCache, LanguageModel};
 use crate::memory::ReleaseFreedMemory;
-use crate::model::{FeatureCache, Inner, ModelInfo, Runtime, DEFAULT_FEATURE_CACHE_BYTES};
+use crate::model::{FeatureCache, Inner, ModelInfo, Runtime, Vision, DEFAULT_FEATURE_CACHE_BYTES};
 use crate::projector::Projector;
 
 const MMPROJ_PREFIX: &str = "mmproj-";
 
 /// The `mmproj-{name}-{quant}.gguf` beside `lm_path` (`{name}-{quant}.gguf`): the one
-/// whose name matches, or the only one in the folder.
-pub fn find_mmproj(lm_path: &Path) -> Result<PathBuf, EngineError> {
+/// whose name matches, or the only one in the folder; `None` when there is none.
+pub fn find_mmproj(lm_path: &Path) -> Result<Option<PathBuf>, EngineError> {
     let dir = lm_path.parent().unwrap_or(Path::new("."));
     let stem = lm_path
         .file_stem()
@@ -59,15 +59,13 @@ pub fn find_mmproj(lm_path: &Path) -> Result<PathBuf, EngineError> {
         })
         .collect();
     match (matching.as_slice(), candidates.as_slice()) {
-        ([one], _) => Ok((*one).clone()),
-        ([], [one]) => Ok(one.clone()),
-        _ => Err(EngineError::InvalidConfig {
-            path: lm_path.to_path_buf(),
-            reason: format!(
-                "found {} vision files ({MMPROJ_PREFIX}{name}-*.gguf) next to it; keep exactly one \
-                 or name the right one explicitly (LoadOptions::mmproj)",
-                matching.len().max(candidates.len())
-            ),
+        ([one], _) => Ok(Some((*one).clone())),
+        ([], [one]) => Ok(Some(one.clone())),
+        ([], []) => Ok(None),
+        _ => Err(EngineError::SeveralVisionFiles {
+            model: lm_path.to_path_buf(),
+            count: matching.len().max(candidates.len()),
+            pattern: format!("{MMPROJ_PREFIX}{name}-*.gguf"),
         }),
     }
 }
@@ -86,12 +84,28 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
             })
         }
     };
+    // The layer count sizes the model: check it against the blocks present first.
+    let declared = lm_file.usize(&format!("{arch}.block_count"))?;
+    let present = crate::validate::count_layers(lm_file.tensor_names(), "blk.");
+    crate::validate::expect_layers(declared, present, lm_path)?;
+    if lm_file.usize(&format!("{arch}.context_length"))? == 0 {
+        return Err(EngineError::InvalidConfig {
+            path: lm_path.to_path_buf(),
+            reason: format!("{arch}.context_length is 0"),
+        });
+    }
     let mmproj_path = match mmproj {
-        Some(path) => path.to_path_buf(),
+        Some(path) => Some(path.to_path_buf()),
         None => find_mmproj(lm_path)?,
     };
-    let vision_file = GgufFile::open(&mmproj_path)?;
-    vision_file.expect_architecture("clip")?;
+    let vision_file = match &mmproj_path {
+        Some(path) => {
+            let file = GgufFile::open(path)?;
+            file.expect_architecture("clip")?;
+            Some(file)
+        }
+        None => None,
+    };
 
     let lm: Box<dyn LanguageModel> = match family {
         Family::Phi2 => Box::new(Phi2::from_gguf(&mut lm_file)?),
@@ -122,9 +136,16 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         }
     };
 
-    let vision = load_vision_tower(&vision_file)?;
-    let vision_config = vision.config().clone();
-    let projector = projector(&vision_file, vision_config.hidden_size, lm.hidden_size())?;
+    let vision = match &vision_file {
+        Some(file) => {
+            let tower = load_vision_tower(file)?;
+            let hidden = tower.config().hidden_size;
+            let projector = projector(file, hidden, lm.hidden_size())?;
+            Some(Vision { tower, projector })
+        }
+        None => None,
+    };
+    let vision_config = vision.as_ref().map(|v| v.tower.config().clone());
 
     let mut eos_token_ids = Vec::new();
     if let Ok(id) = lm_file.usize("tokenizer.ggml.eos_token_id") {
@@ -157,12 +178,14 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         id,
         family,
         path: lm_path.to_path_buf(),
-        image_size: vision_config.image_size as u32,
-        visual_tokens: vision_config.num_patches(),
+        vision: vision.is_some(),
+        image_size: vision_config.as_ref().map_or(0, |c| c.image_size as u32),
+        visual_tokens: vision_config.as_ref().map_or(0, |c| c.num_patches()),
         context_length: lm_file.usize(&format!("{arch}.context_length"))?,
         quantization: lm_file.storage_dtype(),
         image_aspect,
-        parameters: lm_file.parameter_count() + vision_file.parameter_count(),
+        parameters: lm_file.parameter_count()
+            + vision_file.as_ref().map_or(0, GgufFile::parameter_count),
     };
     warm_up(lm.as_ref())?;
     Ok(Inner {
@@ -171,7 +194,6 @@ pub(crate) fn load_parts(lm_path: &Path, mmproj: Option<&Path>) -> Result<Inner,
         template,
         lm,
         vision,
-        projector,
         eos_token_ids,
         bos_token_id,
         runtime: Runtime::default(),
@@ -216,6 +238,16 @@ fn warm_up(lm: &dyn LanguageModel) -> Result<(), EngineError> {
 /// The `mlp2x_gelu` projector (`mm.0`, `mm.2`), widened to f32: it is small, and exact
 /// f32 keeps its output, the language model's input, as close to the checkpoint's.
 fn projector(file: &GgufFile, in_dim: usize, out_dim: usize) -> Result<Projector, EngineError> {
+    // The projector's output is spliced into the language model's input: say so plainly
+    // when the two files belong to different models.
+    let projected = file.shape("mm.2.weight")?.first().copied().unwrap_or(0);
+    if projected != out_dim {
+        return Err(EngineError::ProjectorMismatch {
+            path: file.path().to_path_buf(),
+            projector: projected,
+            language_model: out_dim,
+        });
+    }
     let dense = |name: &str, in_dim: usize| -> Result<Linear, EngineError> {
         let weight = format!("{name}.weight");
         file.expect_matrix(&weight, (out_dim, in_dim))?;

@@ -21,7 +21,7 @@ pub fn load_vision_tower(file: &GgufFile) -> Result<VisionTower, EngineError> {
 }
 
 fn vision_config(file: &GgufFile) -> Result<VisionConfig, EngineError> {
-    Ok(VisionConfig {
+    let config = VisionConfig {
         hidden_size: file.usize("clip.vision.embedding_length")?,
         intermediate_size: file.usize("clip.vision.feed_forward_length")?,
         num_attention_heads: file.usize("clip.vision.attention.head_count")?,
@@ -30,7 +30,14 @@ fn vision_config(file: &GgufFile) -> Result<VisionConfig, EngineError> {
         patch_size: file.usize("clip.vision.patch_size")?,
         layer_norm_eps: file.f64_or("clip.vision.attention.layer_norm_epsilon", 1e-6)?,
         hidden_act: VisionAct::GeluTanh,
-    })
+    };
+    config.validate().map_err(|e| EngineError::InvalidConfig {
+        path: file.path().to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let present = crate::validate::count_layers(file.tensor_names(), "v.blk.");
+    crate::validate::expect_kept_layers(config.num_layers, present, file.path())?;
+    Ok(config)
 }
 
 /// The tower's tensors in an mmproj written with llama.cpp's clip names.
