@@ -236,15 +236,40 @@ fn read_reports(
     in_flight
 }
 
+/// `PRAGMA integrity_check` with the survivor paused at the write lock. Run beside
+/// a live writer, FTS5's part of the check now and then reports "corruption found
+/// reading blob" that a check a moment later does not (seen here; the file is sound),
+/// so the check holds the write lock for the few milliseconds it takes.
+fn integrity_check_paused(dir: &Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(dir.join("impchat.db")).expect("open the database");
+    conn.busy_timeout(Duration::from_secs(10))
+        .expect("busy timeout");
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let rows = conn
+        .prepare("PRAGMA integrity_check")
+        .and_then(|mut stmt| {
+            stmt.query_map([], |row| row.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
+        .expect("integrity_check runs");
+    conn.execute_batch("ROLLBACK")
+        .expect("release the write lock");
+    rows
+}
+
 fn check(dir: &Path, answers: &HashMap<String, Reported>, kill: usize, seed: u64) {
     let (store, notice) = Store::open(dir).expect("store opens");
     assert_eq!(
         notice, None,
         "kill {kill}: the store needed repair; seed {seed}"
     );
-    if let Err(problems) = store.integrity_check() {
-        panic!("kill {kill}: integrity_check failed: {problems:?}; seed {seed}");
-    }
+    let problems = integrity_check_paused(dir);
+    assert_eq!(
+        problems,
+        ["ok"],
+        "kill {kill}: integrity_check failed; seed {seed}"
+    );
     for (id, reported) in answers {
         let message = store
             .message(id)
