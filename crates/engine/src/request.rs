@@ -118,6 +118,8 @@ pub enum StopReason {
     /// One of the request's stop strings.
     StopString,
     MaxTokens,
+    /// The context window filled before the answer reached its token limit.
+    ContextFull,
     Cancelled,
 }
 
