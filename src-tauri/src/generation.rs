@@ -278,10 +278,17 @@ fn generate(
             let dto = StatsDto::from(&stats);
             let stats_json = serde_json::to_value(&dto).ok();
             let provenance_json = serde_json::to_value(&provenance).ok();
-            let finish = if stats.stop_reason == Some(StopReason::Cancelled) {
-                Finish::stopped(stats_json, provenance_json)
-            } else {
-                Finish::complete(stats_json, provenance_json)
+            let finish = match stats.stop_reason {
+                Some(StopReason::Cancelled) => Finish::stopped(stats_json, provenance_json),
+                // Cut off by the token limit or a full context: kept as complete; the stats'
+                // stopReason tells the UI to show it as cut off.
+                Some(
+                    StopReason::EndOfTurn
+                    | StopReason::StopString
+                    | StopReason::MaxTokens
+                    | StopReason::ContextFull,
+                )
+                | None => Finish::complete(stats_json, provenance_json),
             };
             (finish, dto)
         }
@@ -289,6 +296,9 @@ fn generate(
     };
     let status = finish.status;
     let failure = finish.error.clone();
+    // Where the answer was taken from this writer mid-way (another process that
+    // could not tell it was alive), it ended in a new row that is now the active
+    // branch; the UI reloads the conversation after `done` and shows that row.
     if let Err(err) = writer.finish(&finish) {
         save_error.get_or_insert(err.to_string());
     }

@@ -316,6 +316,7 @@ export function App(): JSX.Element {
       }
       say(rest === '' ? [] : [rest]);
       if (answer.status === 'stopped') setAnnouncement('Answer stopped.');
+      if (answer.stats?.stopReason === 'context_full') setAnnouncement('The answer was cut off: the context is full.');
       if (answer.status === 'error') setAnnouncement(`The answer failed: ${answer.error ?? 'unknown error'}`);
       try {
         const fresh = await api.getConversation(conversationId);

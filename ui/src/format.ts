@@ -24,5 +24,6 @@ export function statsParts(stats: GenerationStats): string[] {
   parts.push(`${stats.decodeTokensPerS.toFixed(1)} tok/s`);
   parts.push(`${stats.generatedTokens} tokens`);
   if (stats.stopReason === 'max_tokens') parts.push('hit max tokens');
+  if (stats.stopReason === 'context_full') parts.push('cut off: context full');
   return parts;
 }

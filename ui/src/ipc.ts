@@ -44,7 +44,7 @@ export interface Message {
   /** Other versions of this message (edits / regenerations). */
   siblingIds: string[];
 }
-export type StopReason = 'end_of_turn' | 'stop_string' | 'max_tokens' | 'cancelled';
+export type StopReason = 'end_of_turn' | 'stop_string' | 'max_tokens' | 'context_full' | 'cancelled';
 export interface GenerationStats {
   images: number;
   imageEncodeMs: number;

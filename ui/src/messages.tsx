@@ -107,6 +107,11 @@ function MessageItem(p: MessageActions & { message: Message; last: boolean; phas
               </>
             )}
           </div>
+          {m.role === 'assistant' && m.stats?.stopReason === 'context_full' && (
+            <p class="stats" role="note">
+              Cut off: the context is full. Start a new chat to go on.
+            </p>
+          )}
           {m.stats !== null && m.role === 'assistant' && (
             <p class="stats" aria-label="Answer statistics">
               {statsParts(m.stats).map((part) => (

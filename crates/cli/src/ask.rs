@@ -14,7 +14,7 @@ use crate::images::{read_image, ImageReadArgs};
 use crate::interrupt::Interrupt;
 use crate::model_args::{ModelArgs, SamplingArgs};
 use crate::output;
-use crate::stop_note::{answer_stop_reason, cut_off_note};
+use crate::stop_note::cut_off_note;
 
 #[derive(clap::Args, Debug)]
 pub struct AskArgs {
@@ -79,11 +79,10 @@ pub fn run(args: AskArgs) -> Outcome {
         }
     });
     let interrupted = interrupt.end_answer();
-    let mut stats = result.map_err(|err| Failure::generation(err, &args.images))?;
+    let stats = result.map_err(|err| Failure::generation(err, &args.images))?;
     if let Some(err) = printer.write_error.take() {
         return Err(output::stdout_failure(err));
     }
-    stats.stop_reason = answer_stop_reason(&stats, request.max_new_tokens);
     if args.json {
         let report = AskReport {
             answer: &printer.answer,

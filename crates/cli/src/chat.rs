@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use impchat_engine::{
     ChatMessage, EngineError, GenerateRequest, GenerationEvent, GenerationStats, ImageBytes, Model,
-    ModelInfo, Session, StopReason,
+    Session, StopReason,
 };
 use rustyline::error::ReadlineError;
 use rustyline::DefaultEditor;
@@ -16,8 +16,8 @@ use crate::images::{read_image, ImageReadArgs};
 use crate::interrupt::Interrupt;
 use crate::model_args::{ModelArgs, SamplingArgs};
 use crate::output;
-use crate::save::{app_data_dir, Recorder};
-use crate::stop_note::{answer_stop_reason, cut_off_note};
+use crate::save::{app_data_dir, Recorder, SaveStore};
+use crate::stop_note::cut_off_note;
 
 #[derive(clap::Args, Debug)]
 pub struct ChatArgs {
@@ -54,6 +54,12 @@ Ctrl+C while an answer is streaming stops that answer; at the prompt it quits.";
 
 pub fn run(args: ChatArgs) -> Outcome {
     let interrupt = Interrupt::install()?;
+    // Before the model: a store problem must not wait for a load of gigabytes.
+    let save_store = if args.save {
+        Some(open_save_store(&args)?)
+    } else {
+        None
+    };
     eprintln!("Loading {} ...", args.model.model.display());
     let model = args.model.load()?;
     let info = model.info();
@@ -61,11 +67,7 @@ pub fn run(args: ChatArgs) -> Outcome {
         "{} is ready ({} tokens of context, {} per image). Type /help for commands.",
         info.name, info.context_length, info.visual_tokens
     );
-    let recorder = if args.save {
-        Some(open_recorder(&args, info)?)
-    } else {
-        None
-    };
+    let recorder = save_store.map(|store| store.recorder(info, args.sampling.seed));
     let mut editor = DefaultEditor::new().or_exit(ExitKind::Failure)?;
     let mut chat = Chat::new(&model, &args, recorder);
     loop {
@@ -94,15 +96,15 @@ pub fn run(args: ChatArgs) -> Outcome {
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_recorder(args: &ChatArgs, info: &ModelInfo) -> Result<Recorder, Failure> {
+fn open_save_store(args: &ChatArgs) -> Result<SaveStore, Failure> {
     let Some(dir) = args.data_dir.clone().or_else(app_data_dir) else {
         return Err(Failure::usage(
             "this system has no data folder for --save; name one with --data-dir DIR",
         ));
     };
-    let recorder = Recorder::open(&dir, info, args.sampling.seed)?;
+    let store = SaveStore::open(&dir)?;
     eprintln!("Saving this chat in {}", dir.display());
-    Ok(recorder)
+    Ok(store)
 }
 
 /// One line typed at the prompt.
@@ -261,8 +263,7 @@ impl<'a> Chat<'a> {
         }
 
         match result {
-            Ok(mut stats) => {
-                stats.stop_reason = answer_stop_reason(&stats, request.max_new_tokens);
+            Ok(stats) => {
                 if let (Some(recorder), Some(record)) = (self.recorder.as_mut(), record) {
                     recorder.finish(record, &request, Ok(&stats));
                 }

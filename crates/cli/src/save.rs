@@ -18,6 +18,45 @@ pub fn app_data_dir() -> Option<PathBuf> {
     dirs::data_dir().map(|dir| dir.join(APP_IDENTIFIER))
 }
 
+/// The store `--save` writes to, opened before the model loads so that a store problem
+/// is reported at once instead of after a load of several gigabytes.
+pub struct SaveStore {
+    store: Store,
+}
+
+impl SaveStore {
+    pub fn open(dir: &Path) -> Result<Self, Failure> {
+        let (store, notice) = Store::open(dir).map_err(|err| {
+            Failure::new(
+                ExitKind::Failure,
+                anyhow::anyhow!(
+                    "cannot open the conversation store in '{}': {err}. Name another folder \
+                     with --data-dir DIR, or leave out --save to chat without saving",
+                    dir.display()
+                ),
+            )
+        })?;
+        if let Some(notice) = notice {
+            eprintln!("impchat: {}", notice.message);
+        }
+        Ok(Self { store })
+    }
+
+    /// Records chats with the model that has been loaded.
+    pub fn recorder(self, info: &ModelInfo, seed_flag: Option<u64>) -> Recorder {
+        Recorder {
+            store: self.store,
+            model_id: info.id.clone(),
+            quantization: info.quantization.clone(),
+            image_size: info.image_size,
+            seed_flag,
+            conversation: None,
+            leaf: None,
+            broken: false,
+        }
+    }
+}
+
 pub struct Recorder {
     store: Store,
     model_id: String,
@@ -38,31 +77,6 @@ pub struct AnswerRecord {
 }
 
 impl Recorder {
-    pub fn open(dir: &Path, info: &ModelInfo, seed_flag: Option<u64>) -> Result<Self, Failure> {
-        let (store, notice) = Store::open(dir).map_err(|err| {
-            Failure::new(
-                ExitKind::Failure,
-                anyhow::anyhow!(
-                    "cannot open the conversation store in '{}': {err}",
-                    dir.display()
-                ),
-            )
-        })?;
-        if let Some(notice) = notice {
-            eprintln!("impchat: {}", notice.message);
-        }
-        Ok(Self {
-            store,
-            model_id: info.id.clone(),
-            quantization: info.quantization.clone(),
-            image_size: info.image_size,
-            seed_flag,
-            conversation: None,
-            leaf: None,
-            broken: false,
-        })
-    }
-
     /// The next question starts a new conversation.
     pub fn new_conversation(&mut self) {
         self.conversation = None;
@@ -131,17 +145,28 @@ impl Recorder {
             Ok(stats) => {
                 let stats_json = Some(stats_json(stats));
                 let provenance = Some(self.provenance(request));
-                if stats.stop_reason == Some(StopReason::Cancelled) {
-                    Finish::stopped(stats_json, provenance)
-                } else {
-                    Finish::complete(stats_json, provenance)
+                match stats.stop_reason {
+                    Some(StopReason::Cancelled) => Finish::stopped(stats_json, provenance),
+                    // A full context or the token limit cut the answer off: it is kept as
+                    // complete, and its stats' stopReason lets the app say it was cut off.
+                    Some(
+                        StopReason::EndOfTurn
+                        | StopReason::StopString
+                        | StopReason::MaxTokens
+                        | StopReason::ContextFull,
+                    )
+                    | None => Finish::complete(stats_json, provenance),
                 }
             }
             Err(message) => Finish::failed(message),
         };
         if !self.broken {
             let outcome = record.writer.finish(&finish);
-            self.check(outcome);
+            // The answer may have ended in a new row (its first was taken while it was
+            // written); the conversation goes on under the row that holds it.
+            if let Some(ended_in) = self.check(outcome) {
+                self.leaf = Some(ended_in);
+            }
         }
     }
 

@@ -3,17 +3,6 @@
 
 use impchat_engine::{GenerationStats, StopReason};
 
-/// The stop reason to report: engines that say `MaxTokens` when the context filled are
-/// told apart by the count, since the answer then stopped short of `max_tokens`.
-pub fn answer_stop_reason(stats: &GenerationStats, max_tokens: usize) -> Option<StopReason> {
-    match stats.stop_reason {
-        Some(StopReason::MaxTokens) if stats.generated_tokens < max_tokens => {
-            Some(StopReason::ContextFull)
-        }
-        other => other,
-    }
-}
-
 /// What to tell the user about an answer the context cut off; `None` for any other ending.
 pub fn cut_off_note(stats: &GenerationStats, context_length: usize) -> Option<String> {
     (stats.stop_reason == Some(StopReason::ContextFull)).then(|| {
@@ -29,28 +18,18 @@ pub fn cut_off_note(stats: &GenerationStats, context_length: usize) -> Option<St
 mod tests {
     use super::*;
 
-    fn stats(reason: StopReason, generated: usize) -> GenerationStats {
-        GenerationStats {
-            generated_tokens: generated,
+    #[test]
+    fn only_a_full_context_is_called_cut_off() {
+        let stats = |reason| GenerationStats {
+            prompt_tokens: 2000,
+            generated_tokens: 48,
             stop_reason: Some(reason),
             ..Default::default()
+        };
+        let note = cut_off_note(&stats(StopReason::ContextFull), 2048).expect("a note");
+        assert!(note.contains("context of 2048 tokens is full"), "{note}");
+        for reason in [StopReason::MaxTokens, StopReason::EndOfTurn, StopReason::Cancelled] {
+            assert!(cut_off_note(&stats(reason), 2048).is_none());
         }
-    }
-
-    #[test]
-    fn a_max_tokens_stop_short_of_the_limit_is_a_full_context() {
-        let short = stats(StopReason::MaxTokens, 10);
-        assert_eq!(
-            answer_stop_reason(&short, 512),
-            Some(StopReason::ContextFull)
-        );
-        let reached = stats(StopReason::MaxTokens, 512);
-        assert_eq!(
-            answer_stop_reason(&reached, 512),
-            Some(StopReason::MaxTokens)
-        );
-        let ended = stats(StopReason::EndOfTurn, 3);
-        assert_eq!(answer_stop_reason(&ended, 512), Some(StopReason::EndOfTurn));
-        assert!(cut_off_note(&ended, 2048).is_none());
     }
 }

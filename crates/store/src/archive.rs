@@ -28,8 +28,13 @@ pub const ARCHIVE_FORMAT_VERSION: u32 = 1;
 const MANIFEST: &str = "manifest.json";
 const CONVERSATIONS: &str = "conversations.json";
 const IMAGES_PREFIX: &str = "images/";
-/// No single entry may inflate beyond this (guards against zip bombs).
-const MAX_ENTRY_BYTES: u64 = 1 << 30;
+/// How far each kind of entry may inflate. Reads stop one byte past the cap
+/// whatever the entry's header claims, so a zip bomb costs at most this much.
+const MAX_MANIFEST_BYTES: u64 = 64 << 10;
+const MAX_CONVERSATIONS_BYTES: u64 = 256 << 20;
+const MAX_IMAGE_BYTES: u64 = 64 << 20;
+/// More entries than any export holds (each conversation's images are few).
+const MAX_ENTRIES: usize = 1_000_000;
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -198,10 +203,17 @@ impl Store {
             path: path.to_path_buf(),
             reason,
         };
-        let file = File::open(path).map_err(|e| StoreError::io("open the archive", path, e))?;
+        let file = open_regular_file(path)?;
         let mut zip =
             ZipArchive::new(file).map_err(|e| invalid(format!("not a readable zip file ({e})")))?;
-        let manifest: Manifest = read_json(&mut zip, MANIFEST).map_err(&invalid)?;
+        if zip.len() > MAX_ENTRIES {
+            return Err(invalid(format!(
+                "it has {} entries, more than the {MAX_ENTRIES} an import reads",
+                zip.len()
+            )));
+        }
+        let manifest: Manifest =
+            read_json(&mut zip, MANIFEST, MAX_MANIFEST_BYTES).map_err(&invalid)?;
         if manifest.format != ARCHIVE_FORMAT {
             return Err(invalid(format!(
                 "its manifest says format {:?}",
@@ -216,7 +228,7 @@ impl Store {
             });
         }
         let conversations: Vec<ArchivedConversation> =
-            read_json(&mut zip, CONVERSATIONS).map_err(&invalid)?;
+            read_json(&mut zip, CONVERSATIONS, MAX_CONVERSATIONS_BYTES).map_err(&invalid)?;
         let mut hashes = Vec::with_capacity(conversations.len());
         for conversation in &conversations {
             hashes.push(validate(conversation).map_err(&invalid)?);
@@ -231,7 +243,7 @@ impl Store {
         for sha in &needed {
             match archived_images.get(*sha) {
                 Some(entry) => {
-                    let bytes = read_entry(&mut zip, entry).map_err(&invalid)?;
+                    let bytes = read_entry(&mut zip, entry, MAX_IMAGE_BYTES).map_err(&invalid)?;
                     if sha256_hex(&bytes) != *sha {
                         return Err(invalid(format!(
                             "image {entry} does not match its SHA-256 name"
@@ -446,6 +458,7 @@ fn insert_conversation(conn: &Connection, conversation: &ArchivedConversation) -
             content: &message.content,
             status: settled(message.status),
             image_sha256s: &message.images,
+            writer_id: None,
         };
         insert_message_row(conn, &message_id, &new, message.created_at)?;
         details.execute(params![
@@ -470,24 +483,81 @@ fn insert_conversation(conn: &Connection, conversation: &ArchivedConversation) -
 fn read_json<T: serde::de::DeserializeOwned, R: Read + Seek>(
     zip: &mut ZipArchive<R>,
     name: &str,
+    cap: u64,
 ) -> Result<T, String> {
-    let bytes = read_entry(zip, name)?;
+    let bytes = read_entry(zip, name, cap)?;
     serde_json::from_slice(&bytes).map_err(|e| format!("{name} is not valid ({e})"))
 }
 
-fn read_entry<R: Read + Seek>(zip: &mut ZipArchive<R>, name: &str) -> Result<Vec<u8>, String> {
+/// Reads one entry whole, refusing it once it inflates past `cap` bytes (and
+/// before reading anything when its header already says it would).
+fn read_entry<R: Read + Seek>(
+    zip: &mut ZipArchive<R>,
+    name: &str,
+    cap: u64,
+) -> Result<Vec<u8>, String> {
+    let too_big =
+        || format!("{name} inflates to more than {cap} bytes, the most an import reads for it");
     let entry = zip
         .by_name(name)
         .map_err(|e| format!("{name} is missing ({e})"))?;
+    if entry.size() > cap {
+        return Err(too_big());
+    }
     let mut bytes = Vec::new();
     entry
-        .take(MAX_ENTRY_BYTES + 1)
+        .take(cap + 1)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{name} cannot be read ({e})"))?;
-    if bytes.len() as u64 > MAX_ENTRY_BYTES {
-        return Err(format!("{name} is larger than {MAX_ENTRY_BYTES} bytes"));
+    if bytes.len() as u64 > cap {
+        return Err(too_big());
     }
     Ok(bytes)
+}
+
+/// Opens `path` only when it is a plain file: a FIFO would block the open (or
+/// the reads) forever and a device such as /dev/zero never ends.
+fn open_regular_file(path: &Path) -> Result<File> {
+    let io = |e| StoreError::io("open the archive", path, e);
+    let refuse = |kind: &fs::FileType| StoreError::InvalidArchive {
+        path: path.to_path_buf(),
+        reason: format!(
+            "it is {}, not a file; an archive is read only from a regular .zip file",
+            file_kind(kind)
+        ),
+    };
+    let metadata = fs::metadata(path).map_err(io)?;
+    if !metadata.is_file() {
+        return Err(refuse(&metadata.file_type()));
+    }
+    let file = File::open(path).map_err(io)?;
+    // The path may have been swapped between the check and the open.
+    let opened = file.metadata().map_err(io)?;
+    if !opened.is_file() {
+        return Err(refuse(&opened.file_type()));
+    }
+    Ok(file)
+}
+
+fn file_kind(kind: &fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if kind.is_fifo() {
+            return "a named pipe (FIFO)";
+        }
+        if kind.is_char_device() || kind.is_block_device() {
+            return "a device";
+        }
+        if kind.is_socket() {
+            return "a socket";
+        }
+    }
+    if kind.is_dir() {
+        "a folder"
+    } else {
+        "a special file"
+    }
 }
 
 /// `sha256 -> entry name` for every `images/<sha256>.<ext>` entry.

@@ -30,6 +30,7 @@ mod store;
 mod stream;
 mod time;
 mod types;
+mod writers;
 
 pub use archive::{ARCHIVE_FORMAT, ARCHIVE_FORMAT_VERSION};
 pub use conversations::DEFAULT_TITLE;

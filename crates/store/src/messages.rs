@@ -51,6 +51,8 @@ pub(crate) struct NewMessage<'a> {
     pub content: &'a str,
     pub status: MessageStatus,
     pub image_sha256s: &'a [String],
+    /// The writer (open store) that sets a streaming answer streaming.
+    pub writer_id: Option<&'a str>,
 }
 
 impl Store {
@@ -72,6 +74,7 @@ impl Store {
             content,
             status: MessageStatus::Complete,
             image_sha256s,
+            writer_id: None,
         })
     }
 
@@ -97,6 +100,7 @@ impl Store {
             content: "",
             status: MessageStatus::Streaming,
             image_sha256s: &[],
+            writer_id: Some(self.lease.id()),
         })
     }
 
@@ -120,8 +124,8 @@ impl Store {
                 return Err(StoreError::NotAnAnswer(message_id.to_string()));
             }
             conn.execute(
-                "UPDATE messages SET status = 'streaming', error = NULL WHERE id = ?1",
-                [message_id],
+                "UPDATE messages SET status = 'streaming', error = NULL, writer_id = ?2 WHERE id = ?1",
+                params![message_id, self.lease.id()],
             )?;
             Ok(())
         })
@@ -294,8 +298,8 @@ pub(crate) fn insert_message_row(
         ensure_in_conversation(conn, new.conversation_id, parent)?;
     }
     conn.prepare_cached(
-        "INSERT INTO messages (id, conversation_id, parent_id, role, content, status, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO messages (id, conversation_id, parent_id, role, content, status, created_at, writer_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
         id,
@@ -304,7 +308,8 @@ pub(crate) fn insert_message_row(
         new.role.as_str(),
         new.content,
         new.status.as_str(),
-        created_at
+        created_at,
+        new.writer_id
     ])?;
     let mut image_known =
         conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM images WHERE sha256 = ?1)")?;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, MAIN_DB};
 
 use crate::error::{Result, StoreError};
+use crate::store::write_tx;
 use crate::time::now_ms;
 
 /// Version 1: conversations, the message tree, images and their join table.
@@ -109,8 +110,18 @@ ALTER TABLE conversations ADD COLUMN origin_id TEXT;
 CREATE INDEX conversations_origin ON conversations(origin_id) WHERE origin_id IS NOT NULL;
 ";
 
+/// Version 4: which writer (one open store, see `writers.rs`) sets each answer
+/// streaming, so an open recovers only the answers of writers that are gone.
+const V4: &str = "
+ALTER TABLE messages ADD COLUMN writer_id TEXT;
+CREATE TABLE writers (
+    id         TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL
+);
+";
+
 /// `STEPS[i]` takes the database from version `i` to `i + 1`.
-const STEPS: &[&str] = &[V1, V2, V3];
+const STEPS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = STEPS.len() as i64;
@@ -121,62 +132,71 @@ pub(crate) fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
 
 /// Brings the database to `SCHEMA_VERSION`, backing it up first when it already
 /// holds data. Returns the backup's path when one was made.
+///
+/// Every step takes the write lock (`BEGIN IMMEDIATE`, waiting out the busy
+/// timeout) before it reads the version, so processes opening the same store at
+/// once (the app and `impchat chat --save`, or several first opens of a new
+/// store) each see the version the others left and never apply a step twice.
 pub(crate) fn migrate(
     conn: &Connection,
     db_path: &Path,
     backups_dir: &Path,
 ) -> Result<Option<PathBuf>> {
-    let found = user_version(conn)?;
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::NewerSchema {
-            path: db_path.to_path_buf(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    if found == SCHEMA_VERSION {
-        return Ok(None);
-    }
-    let backup = if found > 0 {
-        Some(backup(conn, backups_dir, found)?)
-    } else {
-        None
-    };
-    for (from, step) in STEPS.iter().enumerate().skip(found as usize) {
-        let from = from as i64;
-        let to = from + 1;
-        run_step(conn, step, to).map_err(|source| StoreError::Migration {
-            from,
-            to,
-            backup: backup.clone(),
-            source,
+    let mut backup_path: Option<PathBuf> = None;
+    // The version the first step found: only a database that held data then is backed up.
+    let mut first_found: Option<i64> = None;
+    loop {
+        let done = write_tx(conn, |conn| {
+            let found = user_version(conn)?;
+            let first = *first_found.get_or_insert(found);
+            if found > SCHEMA_VERSION {
+                return Err(StoreError::NewerSchema {
+                    path: db_path.to_path_buf(),
+                    found,
+                    supported: SCHEMA_VERSION,
+                });
+            }
+            if found == SCHEMA_VERSION {
+                return Ok(true);
+            }
+            // Taken under the write lock, so it is the database as it was
+            // before this process or any other changed its schema.
+            if first > 0 && backup_path.is_none() {
+                backup_path = Some(backup(db_path, backups_dir, found)?);
+            }
+            let to = found + 1;
+            let Some(step) = usize::try_from(found).ok().and_then(|at| STEPS.get(at)) else {
+                return Err(StoreError::corrupt(
+                    "the database's schema version",
+                    format!("{found} is not a version ImpChat ever wrote"),
+                ));
+            };
+            conn.execute_batch(step)
+                .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {to}")))
+                .map_err(|source| StoreError::Migration {
+                    from: found,
+                    to,
+                    backup: backup_path.clone(),
+                    source,
+                })?;
+            Ok(false)
         })?;
-    }
-    Ok(backup)
-}
-
-fn run_step(conn: &Connection, sql: &str, to: i64) -> rusqlite::Result<()> {
-    conn.execute_batch("BEGIN IMMEDIATE")?;
-    let result = conn
-        .execute_batch(sql)
-        .and_then(|()| conn.execute_batch(&format!("PRAGMA user_version = {to}")));
-    match result {
-        Ok(()) => conn.execute_batch("COMMIT"),
-        Err(e) => {
-            // The step's error is the one worth reporting; a failed rollback
-            // leaves nothing committed either.
-            let _ = conn.execute_batch("ROLLBACK");
-            Err(e)
+        if done {
+            return Ok(backup_path);
         }
     }
 }
 
-/// Copies the live database with SQLite's online backup API.
-fn backup(conn: &Connection, backups_dir: &Path, version: i64) -> Result<PathBuf> {
+/// Copies the database with SQLite's online backup API, through a connection of
+/// its own: the migrating one holds the write lock, and in WAL mode a reader
+/// beside it sees exactly the committed database from before the migration.
+fn backup(db_path: &Path, backups_dir: &Path, version: i64) -> Result<PathBuf> {
     std::fs::create_dir_all(backups_dir)
         .map_err(|e| StoreError::io("create the backup folder", backups_dir, e))?;
     let path = backups_dir.join(format!("impchat-v{version}-{}.db", now_ms()));
-    conn.backup(MAIN_DB, &path, None::<fn(rusqlite::backup::Progress)>)?;
+    let source = Connection::open(db_path)?;
+    source.busy_timeout(std::time::Duration::from_secs(5))?;
+    source.backup(MAIN_DB, &path, None::<fn(rusqlite::backup::Progress)>)?;
     // The copy inherits WAL mode; make it one self-contained file.
     let copy = Connection::open(&path)?;
     let _: String = copy.query_row("PRAGMA journal_mode = DELETE", [], |row| row.get(0))?;

@@ -1,9 +1,10 @@
 //! Opening the store: health check, moving a damaged file aside, migrations and
-//! recovery of answers that were streaming when the app died.
+//! recovery of answers that were streaming when their writer died.
 
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode};
@@ -12,6 +13,7 @@ use crate::error::{Result, StoreError};
 use crate::schema;
 use crate::time::now_ms;
 use crate::types::OpenNotice;
+use crate::writers::{self, WriterLease};
 
 pub(crate) const DB_FILE: &str = "impchat.db";
 const IMAGES_DIR: &str = "images";
@@ -28,6 +30,8 @@ pub struct Store {
     pub(crate) conn: Connection,
     pub(crate) data_dir: PathBuf,
     pub(crate) db_path: PathBuf,
+    /// Stamped on every answer this store sets streaming; see `writers.rs`.
+    pub(crate) lease: Arc<WriterLease>,
 }
 
 enum Health {
@@ -72,14 +76,13 @@ impl Store {
             }
         };
         schema::migrate(&conn, &db_path, &data_dir.join(BACKUPS_DIR))?;
-        conn.execute(
-            "UPDATE messages SET status = 'interrupted' WHERE status = 'streaming'",
-            [],
-        )?;
+        let lease = WriterLease::acquire(data_dir, &conn)?;
+        writers::recover_dead_writers(&conn, data_dir, &lease)?;
         let store = Store {
             conn,
             data_dir: data_dir.to_path_buf(),
             db_path,
+            lease: Arc::new(lease),
         };
         Ok((store, notice))
     }

@@ -459,3 +459,86 @@ fn markdown_export_is_readable_with_images_beside_it() {
             && text.contains("hello there")
     );
 }
+
+/// An archive of `sample`, and an empty store to import into.
+fn good_archive() -> (tempfile::TempDir, std::path::PathBuf, String, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = common::open(dir.path());
+    let (chat, sha) = sample(&store);
+    let good = dir.path().join("good.zip");
+    store
+        .export_archive(ExportScope::One(&chat), &good)
+        .unwrap();
+    let target = common::open(&dir.path().join("target"));
+    (dir, good, sha, target)
+}
+
+#[test]
+fn an_entry_that_inflates_past_its_cap_is_refused_naming_the_cap() {
+    let (dir, good, sha, target) = good_archive();
+
+    let padded = dir.path().join("padded_manifest.zip");
+    tampered(&good, &padded, "manifest.json", |mut bytes| {
+        // Still valid JSON: whitespace after the object.
+        bytes.extend(std::iter::repeat_n(b' ', 100 << 10));
+        bytes
+    });
+    let err = target.import_archive(&padded).unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArchive { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("manifest.json inflates to more than 65536 bytes"),
+        "{err}"
+    );
+
+    // Zeros deflate about a thousandfold: a small file that inflates to 64 MiB.
+    let bomb = dir.path().join("bomb.zip");
+    let name = format!("images/{sha}.png");
+    tampered(&good, &bomb, &name, |_| vec![0; (64 << 20) + 1]);
+    assert!(std::fs::metadata(&bomb).unwrap().len() < 1 << 20);
+    let err = target.import_archive(&bomb).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("{name} inflates to more than 67108864 bytes")),
+        "{err}"
+    );
+    assert!(target.list_conversations(true).unwrap().is_empty());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_device_or_a_fifo_given_as_the_archive_is_refused_without_reading_it() {
+    let (dir, _, _, target) = good_archive();
+    let err = target.import_archive(Path::new("/dev/zero")).unwrap_err();
+    assert!(matches!(err, StoreError::InvalidArchive { .. }), "{err}");
+    assert!(
+        err.to_string().contains("it is a device, not a file"),
+        "{err}"
+    );
+
+    let err = target.import_archive(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("it is a folder"), "{err}");
+
+    let fifo = dir.path().join("pipe.zip");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    // Opening a FIFO with no writer blocks forever; the import must not.
+    let (sent, received) = std::sync::mpsc::channel();
+    let target_dir = target.data_dir().to_path_buf();
+    drop(target);
+    std::thread::spawn(move || {
+        let target = common::open(&target_dir);
+        let _ = sent.send(target.import_archive(&fifo).map_err(|e| e.to_string()));
+    });
+    let outcome = received
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("importing a FIFO must not block");
+    let err = outcome.unwrap_err();
+    assert!(
+        err.contains("it is a named pipe (FIFO), not a file"),
+        "{err}"
+    );
+}

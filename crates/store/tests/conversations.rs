@@ -243,6 +243,12 @@ fn streaming_answers_survive_reopen_and_stale_ones_become_interrupted() {
     // The app dies here: the writer is leaked, never finished or dropped.
     std::mem::forget(writer);
     drop(store);
+    // A leaked writer still holds its lock, so it looks alive (as it must: another
+    // process cannot tell a stuck writer from a slow one). A dead process's lock goes
+    // with it (crash.rs kills one for real); here its lock file goes instead.
+    for lock in std::fs::read_dir(dir.path().join("writers")).unwrap() {
+        std::fs::remove_file(lock.unwrap().path()).unwrap();
+    }
 
     let store = common::open(dir.path());
     let message = store.message(&answer).unwrap();

@@ -9,6 +9,7 @@ use rusqlite::Connection;
 
 const V1: &str = include_str!("fixtures/schema_v1.sql");
 const V2: &str = include_str!("fixtures/schema_v2.sql");
+const V3: &str = include_str!("fixtures/schema_v3.sql");
 
 /// A database at an old version holding one conversation with two answers to
 /// one question (the second is active) and one answer left streaming.
@@ -121,9 +122,16 @@ fn schema_version_2_is_upgraded() {
 }
 
 #[test]
+fn schema_version_3_is_upgraded() {
+    let dir = tempfile::tempdir().unwrap();
+    old_database(dir.path(), V3);
+    assert_migrated(dir.path(), 3);
+}
+
+#[test]
 fn the_fixtures_cover_every_earlier_version() {
     assert_eq!(
-        SCHEMA_VERSION, 3,
+        SCHEMA_VERSION, 4,
         "add a fixture and a test for the version you just replaced"
     );
 }
