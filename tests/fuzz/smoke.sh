@@ -26,7 +26,7 @@ scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
 failed=()
 for target in "${targets[@]}"; do
-  mkdir -p "$scratch/$target/corpus" "$scratch/$target/artifacts"
+  mkdir -p "$scratch/$target/corpus" "$scratch/$target/artifacts" "tests/fuzz/corpus/$target"
   printf '\n==> fuzz %s (%s s)\n' "$target" "$seconds"
   if ! cargo fuzz run "${build[@]}" "$target" "$scratch/$target/corpus" "tests/fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \

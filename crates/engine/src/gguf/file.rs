@@ -83,14 +83,32 @@ impl GgufFile {
         let mut needed = self.content.tensor_data_offset;
         for (name, info) in &self.content.tensor_infos {
             let dtype = info.ggml_dtype;
-            let elems = info.shape.elem_count();
+            // Checked here, so that `elem_count` and the byte ranges below cannot overflow
+            // later: a damaged header can claim any dimensions.
+            let too_large = || {
+                self.corrupt(format!(
+                    "tensor {name} claims dimensions {:?}, more than any file holds",
+                    info.shape.dims()
+                ))
+            };
+            let elems = info
+                .shape
+                .dims()
+                .iter()
+                .try_fold(1usize, |n, &d| n.checked_mul(d))
+                .ok_or_else(too_large)?;
             if !elems.is_multiple_of(dtype.block_size()) {
                 return Err(self.corrupt(format!(
                     "tensor {name} has {elems} values, not a whole number of {dtype:?} blocks"
                 )));
             }
-            let bytes = (elems / dtype.block_size() * dtype.type_size()) as u64;
-            needed = needed.max(self.content.tensor_data_offset + info.offset + bytes);
+            let end = (elems / dtype.block_size())
+                .checked_mul(dtype.type_size())
+                .and_then(|bytes| u64::try_from(bytes).ok())
+                .and_then(|bytes| bytes.checked_add(info.offset))
+                .and_then(|end| end.checked_add(self.content.tensor_data_offset))
+                .ok_or_else(too_large)?;
+            needed = needed.max(end);
         }
         if needed > file_len {
             return Err(self.corrupt(format!(
