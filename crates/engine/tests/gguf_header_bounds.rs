@@ -41,7 +41,10 @@ fn assert_corrupt(bytes: &[u8], expect: &str) {
 
 #[test]
 fn dimensions_whose_product_overflows_are_corrupt() {
-    assert_corrupt(&gguf_with_tensor(&[1 << 40, 1 << 40], 0), "claims dimensions");
+    assert_corrupt(
+        &gguf_with_tensor(&[1 << 40, 1 << 40], 0),
+        "claims dimensions",
+    );
 }
 
 #[test]

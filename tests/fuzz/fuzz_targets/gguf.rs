@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let _ = gguf.architecture();
     let _ = gguf.parameter_count();
     let _ = gguf.storage_dtype();
-    for key in ["phi2.context_length", "phi2.block_count", "qwen2.embedding_length"] {
+    for key in [
+        "phi2.context_length",
+        "phi2.block_count",
+        "qwen2.embedding_length",
+    ] {
         let _ = gguf.usize(key);
     }
     let _ = gguf.f64_or("phi2.attention.layer_norm_epsilon", 1e-5);
