@@ -55,11 +55,17 @@ fn a_tensor_whose_byte_length_overflows_is_corrupt() {
 
 #[test]
 fn an_offset_past_the_address_space_is_corrupt() {
-    assert_corrupt(&gguf_with_tensor(&[4], u64::MAX - 8), "claims dimensions");
+    assert_corrupt(&gguf_with_tensor(&[4], u64::MAX - 15), "claims dimensions");
 }
 
 #[test]
 fn a_small_tensor_inside_the_file_opens() {
     let gguf = open(&gguf_with_tensor(&[4], 0)).expect("opens");
     assert_eq!(gguf.tensor_bytes("t").expect("bytes").bytes.len(), 16);
+}
+
+#[test]
+fn a_misaligned_tensor_is_corrupt() {
+    // Read in place, an f32 tensor at an odd offset would be cast from a misaligned pointer.
+    assert_corrupt(&gguf_with_tensor(&[4], 3), "not a multiple of 8");
 }

@@ -23,6 +23,11 @@ use crate::kernels::{
 };
 use crate::linear::{own_interleaved_kernels_are_faster, Linear};
 
+/// Tensors are read in place from the page-aligned map as blocks of f16/f32 fields, so each
+/// must start on an 8-byte boundary (GGUF aligns them to 32 unless `general.alignment` says
+/// otherwise); a misaligned one would be undefined behaviour in candle's block casts.
+const TENSOR_ALIGNMENT: u64 = 8;
+
 /// An opened, checked GGUF file.
 pub struct GgufFile {
     path: PathBuf,
@@ -102,11 +107,21 @@ impl GgufFile {
                     "tensor {name} has {elems} values, not a whole number of {dtype:?} blocks"
                 )));
             }
+            let start = self
+                .content
+                .tensor_data_offset
+                .checked_add(info.offset)
+                .ok_or_else(too_large)?;
+            if !start.is_multiple_of(TENSOR_ALIGNMENT) {
+                return Err(self.corrupt(format!(
+                    "tensor {name} starts at byte {start}, not a multiple of {TENSOR_ALIGNMENT} \
+                     as GGUF tensors are"
+                )));
+            }
             let end = (elems / dtype.block_size())
                 .checked_mul(dtype.type_size())
                 .and_then(|bytes| u64::try_from(bytes).ok())
-                .and_then(|bytes| bytes.checked_add(info.offset))
-                .and_then(|end| end.checked_add(self.content.tensor_data_offset))
+                .and_then(|bytes| bytes.checked_add(start))
                 .ok_or_else(too_large)?;
             needed = needed.max(end);
         }
