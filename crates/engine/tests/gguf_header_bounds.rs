@@ -48,6 +48,14 @@ fn dimensions_whose_product_overflows_are_corrupt() {
 }
 
 #[test]
+fn an_empty_tensor_whose_other_dimensions_overflow_is_corrupt() {
+    assert_corrupt(
+        &gguf_with_tensor(&[1 << 40, 1 << 40, 0], 0),
+        "claims dimensions",
+    );
+}
+
+#[test]
 fn a_tensor_whose_byte_length_overflows_is_corrupt() {
     // 2^62 f32 values fit in usize, their 2^64 bytes do not.
     assert_corrupt(&gguf_with_tensor(&[1 << 62], 0), "claims dimensions");

@@ -96,12 +96,15 @@ impl GgufFile {
                     info.shape.dims()
                 ))
             };
-            let elems = info
-                .shape
-                .dims()
+            // Zero dimensions are left out: candle's strides multiply all the others even
+            // when the tensor is empty.
+            let dims = info.shape.dims();
+            let nonzero = dims
                 .iter()
+                .filter(|&&d| d != 0)
                 .try_fold(1usize, |n, &d| n.checked_mul(d))
                 .ok_or_else(too_large)?;
+            let elems = if dims.contains(&0) { 0 } else { nonzero };
             if !elems.is_multiple_of(dtype.block_size()) {
                 return Err(self.corrupt(format!(
                     "tensor {name} has {elems} values, not a whole number of {dtype:?} blocks"
