@@ -77,3 +77,13 @@ fn a_misaligned_tensor_is_corrupt() {
     // Read in place, an f32 tensor at an odd offset would be cast from a misaligned pointer.
     assert_corrupt(&gguf_with_tensor(&[4], 3), "not a multiple of 8");
 }
+
+#[test]
+fn an_empty_stack_of_matrices_is_not_stacked() {
+    // (0, 32) f32 matrices: stacking them would hand candle an empty, unaligned buffer.
+    let gguf = open(&gguf_with_tensor(&[32, 0], 0)).expect("opens");
+    assert!(gguf
+        .qtensor_stacked(&["t".to_string()])
+        .expect("no error")
+        .is_none());
+}

@@ -309,6 +309,11 @@ impl GgufFile {
             return Ok(None);
         }
         let rows = parts.iter().map(|p| p.shape[0]).sum::<usize>();
+        // An empty stack has no bytes: candle would cast an empty Vec's dangling, unaligned
+        // pointer to blocks.
+        if rows == 0 || first.shape[1] == 0 {
+            return Ok(None);
+        }
         let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.bytes.len()).sum());
         for part in &parts {
             bytes.extend_from_slice(part.bytes);
