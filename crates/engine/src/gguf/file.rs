@@ -22,6 +22,11 @@ use crate::kernels::{
 };
 use crate::linear::{own_interleaved_kernels_are_faster, Linear};
 
+/// Tensors are read in place from the page-aligned map as blocks of f16/f32 fields, so each
+/// must start on an 8-byte boundary (GGUF aligns them to 32 unless `general.alignment` says
+/// otherwise); a misaligned one would be undefined behaviour in candle's block casts.
+const TENSOR_ALIGNMENT: u64 = 8;
+
 /// An opened, checked GGUF file.
 pub struct GgufFile {
     path: PathBuf,
@@ -88,30 +93,44 @@ impl GgufFile {
         let mut needed = self.content.tensor_data_offset;
         for (name, info) in &self.content.tensor_infos {
             let dtype = info.ggml_dtype;
-            // Crafted dimensions must not overflow: every count is checked.
-            let past_the_end = || {
+            // Checked here, so that `elem_count` and the byte ranges below cannot overflow
+            // later: a damaged header can claim any dimensions.
+            let too_large = || {
                 self.corrupt(format!(
-                    "tensor {name} of shape {:?} does not fit in the file",
+                    "tensor {name} claims dimensions {:?}, more than any file holds",
                     info.shape.dims()
                 ))
             };
-            let elems = info
-                .shape
-                .dims()
+            // Zero dimensions are left out: candle's strides multiply all the others even
+            // when the tensor is empty.
+            let dims = info.shape.dims();
+            let nonzero = dims
                 .iter()
+                .filter(|&&d| d != 0)
                 .try_fold(1usize, |n, &d| n.checked_mul(d))
-                .ok_or_else(past_the_end)?;
+                .ok_or_else(too_large)?;
+            let elems = if dims.contains(&0) { 0 } else { nonzero };
             if !elems.is_multiple_of(dtype.block_size()) {
                 return Err(self.corrupt(format!(
                     "tensor {name} has {elems} values, not a whole number of {dtype:?} blocks"
                 )));
             }
+            let start = self
+                .content
+                .tensor_data_offset
+                .checked_add(info.offset)
+                .ok_or_else(too_large)?;
+            if !start.is_multiple_of(TENSOR_ALIGNMENT) {
+                return Err(self.corrupt(format!(
+                    "tensor {name} starts at byte {start}, not a multiple of {TENSOR_ALIGNMENT} \
+                     as GGUF tensors are"
+                )));
+            }
             let end = (elems / dtype.block_size())
                 .checked_mul(dtype.type_size())
                 .and_then(|bytes| u64::try_from(bytes).ok())
-                .and_then(|bytes| bytes.checked_add(info.offset))
-                .and_then(|end| end.checked_add(self.content.tensor_data_offset))
-                .ok_or_else(past_the_end)?;
+                .and_then(|bytes| bytes.checked_add(start))
+                .ok_or_else(too_large)?;
             needed = needed.max(end);
         }
         if needed > file_len {
@@ -300,6 +319,11 @@ impl GgufFile {
             return Ok(None);
         }
         let rows = parts.iter().map(|p| p.shape[0]).sum::<usize>();
+        // An empty stack has no bytes: candle would cast an empty Vec's dangling, unaligned
+        // pointer to blocks.
+        if rows == 0 || first.shape[1] == 0 {
+            return Ok(None);
+        }
         let mut bytes = Vec::with_capacity(parts.iter().map(|p| p.bytes.len()).sum());
         for part in &parts {
             bytes.extend_from_slice(part.bytes);
