@@ -34,6 +34,8 @@ rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup comp
 if [ "$want_test" = 1 ]; then
   command -v cargo-nextest >/dev/null || { log "installing cargo-nextest"; cargo install cargo-nextest --locked; }
   command -v tauri-driver >/dev/null || { log "installing tauri-driver"; cargo install tauri-driver --locked --version '^2'; }
+  # Coverage-guided fuzzing on the stable toolchain (tests/fuzz/README.md).
+  command -v cargo-fuzz >/dev/null || { log "installing cargo-fuzz"; cargo install cargo-fuzz --locked; }
   # Phone targets, for `cargo check` of the pure-Rust crates (no NDK or Xcode needed for those).
   for target in aarch64-linux-android aarch64-apple-ios; do
     rustup target list --installed | grep -q "^$target\$" || rustup target add "$target"

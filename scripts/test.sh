@@ -25,6 +25,8 @@ step "rustfmt" cargo fmt --all -- --check
 step "ui: build" npm --prefix ui run build
 step "clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "rust tests (nextest)" cargo nextest run --workspace --locked --no-fail-fast
+# Ten seconds per target over the committed corpus; the long runs are in tests/fuzz/README.md.
+step "fuzz: smoke run of each target (libFuzzer)" tests/fuzz/smoke.sh
 step "ui: type check and lint" npm --prefix ui run check
 step "ui: Playwright tests (Chromium)" npm --prefix ui test
 # nextest above built target/debug/impchat (the CLI tests run it); a separate `cargo build -p`

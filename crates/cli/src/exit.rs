@@ -219,7 +219,10 @@ mod tests {
             pattern: "mmproj-m-*.gguf".into(),
         };
         let message = Failure::model_load(Path::new("m.gguf"), err).message();
-        assert!(message.ends_with("name the one to use with --mmproj PATH"), "{message}");
+        assert!(
+            message.ends_with("name the one to use with --mmproj PATH"),
+            "{message}"
+        );
     }
 
     #[test]

@@ -28,7 +28,11 @@ mod tests {
         };
         let note = cut_off_note(&stats(StopReason::ContextFull), 2048).expect("a note");
         assert!(note.contains("context of 2048 tokens is full"), "{note}");
-        for reason in [StopReason::MaxTokens, StopReason::EndOfTurn, StopReason::Cancelled] {
+        for reason in [
+            StopReason::MaxTokens,
+            StopReason::EndOfTurn,
+            StopReason::Cancelled,
+        ] {
             assert!(cut_off_note(&stats(reason), 2048).is_none());
         }
     }

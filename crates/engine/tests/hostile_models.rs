@@ -371,6 +371,9 @@ fn a_zero_alignment_is_a_corrupt_header_not_a_panic() {
     body.extend_from_slice(&0u32.to_le_bytes());
     let err = open_crafted(&gguf_bytes(0, 1, &body));
     assert!(matches!(err, EngineError::CorruptWeights { .. }), "{err:?}");
+    // Found before candle's reader runs: under a fuzzer's aborting panic hook, a panic
+    // caught later would still end the process.
+    assert!(err.to_string().contains("general.alignment is 0"), "{err}");
 }
 
 // ---- 6. Answers cut short by the context say so ----

@@ -69,16 +69,19 @@ impl GgufFile {
         // in ImpChat's own folder and are replaced by rename, never rewritten in place.
         let map = unsafe { Mmap::map(&file) }.map_err(|e| EngineError::io(path, e))?;
         let file_len = map.len() as u64;
-        // candle's reader divides by the header's `general.alignment` unchecked: a crafted
-        // 0 panics inside it, which is a corrupt header like any other.
-        let read = std::panic::catch_unwind(|| Content::read(&mut Cursor::new(&map[..])));
         let corrupt = |reason: String| EngineError::CorruptWeights {
             path: path.to_path_buf(),
             reason: format!("unreadable GGUF header: {reason}"),
         };
+        // candle's reader divides by this unchecked.
+        if super::alignment::declared_alignment(&map) == Some(0) {
+            return Err(corrupt("general.alignment is 0".to_string()));
+        }
+        // Any other panic in candle's reader is a damaged header too, not a crash.
+        let read = std::panic::catch_unwind(|| Content::read(&mut Cursor::new(&map[..])));
         let content = match read {
             Ok(content) => content.map_err(|e| corrupt(e.to_string()))?,
-            Err(_) => return Err(corrupt("its alignment or layout is impossible".to_string())),
+            Err(_) => return Err(corrupt("candle could not read its layout".to_string())),
         };
         let gguf = Self {
             path: path.to_path_buf(),

@@ -1,6 +1,7 @@
 //! GGUF models as `impchat-convert` writes them: a llama.cpp-compatible language-model
 //! file and its `mmproj-*.gguf` companion (vision tower + projector in clip naming).
 
+mod alignment;
 mod file;
 pub(crate) mod load;
 mod spm;
