@@ -182,20 +182,6 @@ struct Style {
     assistant_prefix: &'static str,
 }
 
-/// Makes sure `text` carries at least `n_images` `<image>` markers: each missing one is
-/// put first on its own line, as Imp was trained (`"<image>\n" + question`).
-pub fn with_image_markers(text: &str, n_images: usize) -> String {
-    let present = text.matches(IMAGE_MARKER).count();
-    let missing = n_images.saturating_sub(present);
-    let mut out = String::with_capacity(text.len() + missing * (IMAGE_MARKER.len() + 1));
-    for _ in 0..missing {
-        out.push_str(IMAGE_MARKER);
-        out.push('\n');
-    }
-    out.push_str(text);
-    out
-}
-
 /// A marker for image slots that occurs in none of `texts`: the prompt is rendered with it
 /// in place of `<image>`, so text the user typed (a question about HTML's `<image>`
 /// tag) is only ever text, and image slots come from attached images alone.
@@ -396,19 +382,6 @@ mod tests {
     }
 
     #[test]
-    fn image_markers_missing_ones_go_first() {
-        assert_eq!(
-            with_image_markers("What is this?", 1),
-            "<image>\nWhat is this?"
-        );
-        assert_eq!(
-            with_image_markers("Compare", 2),
-            "<image>\n<image>\nCompare"
-        );
-        assert_eq!(with_image_markers("", 1), "<image>\n");
-    }
-
-    #[test]
     fn slot_markers_never_occur_in_the_text() {
         let texts = ["What does <image> do in HTML?", "\u{FFFC}image\u{FFFC}"];
         let marker = unique_image_marker(texts);
@@ -417,15 +390,5 @@ mod tests {
             with_image_slots(texts[0], 2, &marker),
             format!("{marker}\n{marker}\nWhat does <image> do in HTML?")
         );
-    }
-
-    #[test]
-    fn image_markers_present_ones_are_kept() {
-        assert_eq!(
-            with_image_markers("Is <image> a cat?", 1),
-            "Is <image> a cat?"
-        );
-        assert_eq!(with_image_markers("A <image> B", 2), "<image>\nA <image> B");
-        assert_eq!(with_image_markers("No images", 0), "No images");
     }
 }

@@ -6,6 +6,8 @@
 //! The test binary is both parent and child: the parent re-runs this one test
 //! in its own executable with `CHILD_ENV` set.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -13,6 +15,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use impchat_store::{Finish, FlushPolicy, MessageStatus, Store};
+
+use common::chunks;
 
 const CHILD_ENV: &str = "IMPCHAT_STORE_CRASH_CHILD";
 const ROUNDS: usize = 30;
@@ -47,19 +51,6 @@ fn answer_text(n: usize) -> String {
         .map(|i| WORDS[(i * 7 + n * 3 + i / 5) % WORDS.len()])
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-/// Cuts text into chunks of 1 to 7 characters, like detokenised output.
-fn chunks(text: &str) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < chars.len() {
-        let end = (start + 1 + (start * 13 % 7)).min(chars.len());
-        out.push(chars[start..end].iter().collect());
-        start = end;
-    }
-    out
 }
 
 /// Streams answers forever, reporting on stdout only what has been committed.

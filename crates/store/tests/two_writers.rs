@@ -10,6 +10,8 @@
 //! The test binary is parent and children: it re-runs this one test with
 //! `CHILD_ENV` set.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -18,6 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use impchat_store::{Finish, FlushPolicy, MessageStatus, Store, StoreError};
+
+use common::chunks;
 
 const CHILD_ENV: &str = "IMPCHAT_SOAK_CHILD";
 const ROLE_ENV: &str = "IMPCHAT_SOAK_ROLE";
@@ -45,18 +49,6 @@ fn answer_text(role: &str, n: usize) -> String {
         .map(|i| WORDS[(i * 5 + n * 3 + salt + i / 7) % WORDS.len()])
         .collect::<Vec<_>>()
         .join(" ")
-}
-
-fn chunks(text: &str) -> Vec<String> {
-    let chars: Vec<char> = text.chars().collect();
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < chars.len() {
-        let end = (start + 1 + (start * 11 % 6)).min(chars.len());
-        out.push(chars[start..end].iter().collect());
-        start = end;
-    }
-    out
 }
 
 /// Streams answers into its own conversation forever, printing only what is

@@ -1,13 +1,14 @@
-//! A conversation as the user typed it: each family's chat template renders it (images
-//! marked as the session marks them) and `tokenize_prompt` splits it at `<image>` with the
-//! fixture checkpoints' real tokenizers, as `Session::generate` builds its prompt.
+//! A conversation as the user typed it: each family's chat template renders it with image
+//! slots at a marker no text contains, and `tokenize_prompt_at` splits it there with the
+//! fixture checkpoints' real tokenizers, as `Session::generate` builds its prompt (so a
+//! `<image>` the user typed stays text).
 #![no_main]
 
 use std::path::Path;
 use std::sync::OnceLock;
 
-use impchat_input::splice::{count_tokens, tokenize_prompt};
-use impchat_input::template::{with_image_markers, ChatTemplate, Turn};
+use impchat_input::splice::{count_tokens, tokenize_prompt_at};
+use impchat_input::template::{unique_image_marker, with_image_slots, ChatTemplate, Turn};
 use impchat_input::tokenizer::load_tokenizer;
 use impchat_input::PromptPiece;
 use libfuzzer_sys::arbitrary::{self, Arbitrary};
@@ -63,6 +64,13 @@ fn tokenizers() -> &'static [(ChatTemplate, Tokenizer, Option<u32>)] {
 fuzz_target!(|conversation: Conversation| {
     let families = tokenizers();
     let (template, tokenizer, bos) = &families[usize::from(conversation.family) % families.len()];
+    let texts = conversation
+        .system
+        .iter()
+        .map(String::as_str)
+        .chain(conversation.messages.iter().map(|m| m.text.as_str()))
+        .chain(conversation.partial.as_deref());
+    let marker = unique_image_marker(texts);
     let mut images = 0usize;
     let turns: Vec<Turn> = conversation
         .messages
@@ -71,7 +79,7 @@ fuzz_target!(|conversation: Conversation| {
             if message.from_user {
                 let attached = usize::from(message.images % 4);
                 images += attached;
-                Turn::user(with_image_markers(&message.text, attached))
+                Turn::user(with_image_slots(&message.text, attached, &marker))
             } else {
                 Turn::assistant(message.text.clone())
             }
@@ -85,7 +93,7 @@ fuzz_target!(|conversation: Conversation| {
         Some(partial) => template.render_continuing(system, &turns, partial),
         None => template.render(system, &turns),
     };
-    let Ok(pieces) = tokenize_prompt(tokenizer, &prompt, images, *bos) else {
+    let Ok(pieces) = tokenize_prompt_at(tokenizer, &prompt, &marker, images, *bos) else {
         return;
     };
     // The session indexes its images with these: one slot per image, in order.

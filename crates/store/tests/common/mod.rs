@@ -47,3 +47,16 @@ pub fn png_with_orientation(width: u32, height: u32, orientation: u16) -> Vec<u8
         .expect("encode png");
     out
 }
+
+/// Cuts text into chunks of 1 to 7 characters, like detokenised output.
+pub fn chunks(text: &str) -> Vec<String> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < chars.len() {
+        let end = (start + 1 + (start * 13 % 7)).min(chars.len());
+        out.push(chars[start..end].iter().collect());
+        start = end;
+    }
+    out
+}
