@@ -5,6 +5,13 @@ use std::path::PathBuf;
 /// wrong and what the user (or the calling code) can do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    #[error(
+        "another ImpChat process has been opening this store for {seconds} s and still holds {}; \
+         quit it (or wait until it has started) and try again",
+        lock.display()
+    )]
+    OpenBusy { lock: PathBuf, seconds: u64 },
+
     #[error("cannot {action} {path}: {source}. Check that the data folder exists, is writable and the disk is not full")]
     Io {
         action: &'static str,

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode};
 
@@ -19,6 +19,10 @@ pub(crate) const DB_FILE: &str = "impchat.db";
 const IMAGES_DIR: &str = "images";
 const BACKUPS_DIR: &str = "backups";
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Held by a process while it opens (and perhaps creates or migrates) the store.
+const OPEN_LOCK_FILE: &str = "open.lock";
+/// A migration with its backup can take a while on a large store.
+const OPEN_LOCK_WAIT: Duration = Duration::from_secs(60);
 /// Databases up to this size are fully `quick_check`ed at every open.
 const QUICK_CHECK_MAX_BYTES: u64 = 128 << 20;
 
@@ -50,6 +54,9 @@ impl Store {
         for dir in [data_dir.to_path_buf(), data_dir.join(IMAGES_DIR)] {
             fs::create_dir_all(&dir).map_err(|e| StoreError::io("create the folder", dir, e))?;
         }
+        // Held until the store is open: another process's half-made database must be
+        // neither migrated twice nor taken for a damaged one and moved aside.
+        let _opening = hold_open_lock(data_dir)?;
         let db_path = data_dir.join(DB_FILE);
         let (conn, notice) = match open_checked(&db_path) {
             Ok(conn) => (conn, None),
@@ -122,6 +129,35 @@ impl Store {
         let conn = Connection::open(&self.db_path)?;
         configure(&conn)?;
         Ok(conn)
+    }
+}
+
+/// Takes `open.lock` in the data folder, waiting up to [`OPEN_LOCK_WAIT`] for another
+/// process that is opening the store. `None` where the file system has no locks; the
+/// migration's own write lock still keeps the schema steps apart there.
+fn hold_open_lock(data_dir: &Path) -> Result<Option<fs::File>> {
+    let path = data_dir.join(OPEN_LOCK_FILE);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| StoreError::io("create the lock file", &path, e))?;
+    let deadline = Instant::now() + OPEN_LOCK_WAIT;
+    loop {
+        match fs4::FileExt::try_lock(&file) {
+            Ok(()) => return Ok(Some(file)),
+            Err(fs4::TryLockError::Error(_)) => return Ok(None),
+            Err(fs4::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(fs4::TryLockError::WouldBlock) => {
+                return Err(StoreError::OpenBusy {
+                    lock: path,
+                    seconds: OPEN_LOCK_WAIT.as_secs(),
+                })
+            }
+        }
     }
 }
 

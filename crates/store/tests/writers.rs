@@ -199,7 +199,7 @@ fn open_at_once(dir: &Path, openers: usize) -> Vec<Result<Store, String>> {
 
 #[test]
 fn simultaneous_first_opens_of_a_new_store_all_succeed() {
-    for round in 0..6 {
+    for round in 0..60 {
         let dir = tempfile::tempdir().unwrap();
         let stores = open_at_once(dir.path(), 6);
         for (i, store) in stores.iter().enumerate() {
