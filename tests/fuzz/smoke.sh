@@ -18,7 +18,12 @@ fi
 if [ -z "${TMPDIR:-}" ] && [ -w /dev/shm ]; then export TMPDIR=/dev/shm; fi
 
 # cargo fuzz has no --locked: fail here if tests/fuzz/Cargo.lock is not up to date.
-cargo metadata --locked --format-version 1 --manifest-path tests/fuzz/Cargo.toml >/dev/null
+if ! cargo metadata --locked --format-version 1 --manifest-path tests/fuzz/Cargo.toml >/dev/null; then
+  echo "tests/fuzz/Cargo.lock is out of date (a crate the targets use gained a dependency):" \
+    "run 'cargo metadata --format-version 1 --manifest-path tests/fuzz/Cargo.toml >/dev/null'" \
+    "and commit tests/fuzz/Cargo.lock" >&2
+  exit 1
+fi
 build=(--fuzz-dir tests/fuzz --sanitizer none --codegen-units 16)
 cargo fuzz build "${build[@]}"
 
