@@ -17,33 +17,15 @@ use impchat_engine::{
 use serde_json::Value;
 use tempfile::TempDir;
 
+mod common;
+
+use common::checkpoint::{copy_of, edit_config, fixture};
+
 const QWEN: &str = "imp-v1.5-2b-qwen1.5";
 const PHI2: &str = "imp-v1.5-3b-phi2";
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures")
-}
-
-fn fixture(name: &str) -> PathBuf {
-    fixtures().join("models").join(name)
-}
-
-/// A writable copy of a fixture checkpoint.
-fn copy_of(name: &str) -> TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(fixture(name)).expect("fixture") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
-    }
-    dir
-}
-
-fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let path = dir.join("config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    edit(config.as_object_mut().expect("object"));
-    std::fs::write(&path, serde_json::to_string_pretty(&config).expect("json")).expect("write");
 }
 
 fn edit_vision(dir: &Path, key: &str, value: Value) {

@@ -1,37 +1,15 @@
 //! Broken checkpoints and bad requests give typed errors whose messages say what is
 //! wrong and what to do, never a panic or a candle internal.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use impchat_engine::{
     CancelToken, ChatMessage, EngineError, GenerateRequest, ImageBytes, LoadOptions, Model,
 };
-use serde_json::Value;
-use tempfile::TempDir;
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/fixtures/models")
-        .join(name)
-}
+mod common;
 
-/// A writable copy of a fixture checkpoint.
-fn copy_of(name: &str) -> TempDir {
-    let dir = tempfile::tempdir().expect("tempdir");
-    for entry in std::fs::read_dir(fixture(name)).expect("fixture") {
-        let entry = entry.expect("entry");
-        std::fs::copy(entry.path(), dir.path().join(entry.file_name())).expect("copy");
-    }
-    dir
-}
-
-fn edit_config(dir: &Path, edit: impl FnOnce(&mut serde_json::Map<String, Value>)) {
-    let path = dir.join("config.json");
-    let mut config: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("read")).expect("json");
-    edit(config.as_object_mut().expect("object"));
-    std::fs::write(&path, serde_json::to_string_pretty(&config).expect("json")).expect("write");
-}
+use common::checkpoint::{copy_of, edit_config, fixture};
 
 fn load_err(dir: &Path) -> EngineError {
     match Model::load(dir, &LoadOptions::default()) {

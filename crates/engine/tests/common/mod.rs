@@ -1,6 +1,8 @@
 //! Helpers shared by the engine's integration tests (each test binary uses some).
 #![allow(dead_code)]
 
+pub mod checkpoint;
+
 /// `len` deterministic N(0, σ)-like values, `σ ≈ 0.58 · spread`: each is the sum of four
 /// uniforms from a 64-bit LCG seeded with `seed`, minus 2, times `spread`.
 pub fn gaussian_like(len: usize, seed: u64, spread: f32) -> Vec<f32> {
